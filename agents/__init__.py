@@ -1,0 +1,1 @@
+"""Faust agents: thin adapters that move records between topics and stores."""

@@ -1,0 +1,144 @@
+"""Dedup state in Redis: per school-day hash buckets with an atomic check-and-set.
+
+Key scheme (one day's keys expire by themselves, no cron wipes anything):
+    rc:dd:{local date}:{bucket}  ->  hash { fingerprint(7 bytes) : "ci_offset[:co_offset]" }
+The bucket and the field come from one 72-bit hash of (school, student): 16
+bits pick the bucket (masked to `bucket_bits`) and 56 bits are the field, so
+each bucket holds a few hundred students and stays in Redis's compact listpack
+encoding. Two students collide only if all of bucket and field agree.
+
+A batch is one read round trip (Lua: HGET every student) and one write round
+trip (Lua: compare every state with what was read, then set them all or none).
+The compare makes the write safe against a second writer (a worker that lost
+its partitions in a rebalance but has not noticed yet): on a mismatch nothing
+is written and the batch is decided again from fresh state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import redis.asyncio as aioredis
+
+from agents.rules import Candidate, StudentDay, decide_batch
+from pipeline.schoolday import day_end_epoch
+from zoneinfo import ZoneInfo
+
+READ_SCRIPT = """
+local out = {}
+for i = 1, #ARGV, 2 do
+  out[#out + 1] = redis.call('HGET', ARGV[i], ARGV[i + 1]) or ''
+end
+return out
+"""
+
+# ARGV: n, then n x (key, field, expected, new), then key/expireat pairs.
+CAS_SCRIPT = """
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do
+  local b = 2 + i * 4
+  local cur = redis.call('HGET', ARGV[b], ARGV[b + 1]) or ''
+  if cur ~= ARGV[b + 2] then return i + 1 end
+end
+for i = 0, n - 1 do
+  local b = 2 + i * 4
+  redis.call('HSET', ARGV[b], ARGV[b + 1], ARGV[b + 3])
+end
+for j = 2 + n * 4, #ARGV, 2 do
+  redis.call('EXPIREAT', ARGV[j], ARGV[j + 1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StudentSlot:
+    """Where one student's state for one school day lives."""
+
+    key: bytes
+    field: bytes
+    day: str
+
+
+def encode_state(state: StudentDay) -> bytes:
+    if state.checkin_offset is None:
+        return b""
+    if state.checkout_offset is None:
+        return b"%d" % state.checkin_offset
+    return b"%d:%d" % (state.checkin_offset, state.checkout_offset)
+
+
+def decode_state(raw: bytes) -> StudentDay:
+    if not raw:
+        return StudentDay()
+    checkin, _, checkout = raw.partition(b":")
+    return StudentDay(int(checkin), int(checkout) if checkout else None)
+
+
+class DedupConflict(RuntimeError):
+    """The state changed under us more often than retries allow."""
+
+
+class RedisDedupStore:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        tz: ZoneInfo,
+        *,
+        bucket_bits: int = 14,
+        keep_days: int = 8,
+        prefix: str = "rc:dd",
+    ) -> None:
+        if not 1 <= bucket_bits <= 16:
+            raise ValueError("bucket_bits must be 1 to 16")
+        self._redis = client
+        self._tz = tz
+        self._mask = (1 << bucket_bits) - 1
+        self._keep_s = keep_days * 86400
+        self._prefix = prefix.encode()
+        self._read = client.register_script(READ_SCRIPT)
+        self._cas = client.register_script(CAS_SCRIPT)
+
+    def slot(self, school_id: str, user_id: str, day: str) -> StudentSlot:
+        digest = hashlib.blake2b(
+            f"{school_id}\x1f{user_id}".encode(), digest_size=9
+        ).digest()
+        bucket = int.from_bytes(digest[:2], "big") & self._mask
+        key = b"%s:%s:%04x" % (self._prefix, day.encode(), bucket)
+        return StudentSlot(key, digest[2:], day)
+
+    def expire_at(self, day: str) -> int:
+        """Late uploads (up to MAX_TAP_AGE_DAYS) must still find the day's state."""
+        return day_end_epoch(day, self._tz) + self._keep_s
+
+    async def decide(
+        self, taps: Sequence[tuple[StudentSlot, str, int]], *, attempts: int = 5
+    ) -> list[str | None]:
+        """Decide a batch of (slot, tap type, offset) atomically; one reason per tap."""
+        if not taps:
+            return []
+        slots = list({t[0]: None for t in taps})
+        for _ in range(attempts):
+            flat: list[bytes] = []
+            for s in slots:
+                flat += (s.key, s.field)
+            raw = await self._read(args=flat)
+            known = {s: decode_state(r) for s, r in zip(slots, raw)}
+            before = {s: r for s, r in zip(slots, raw)}
+            reasons, changed = decide_batch(
+                (Candidate(s, kind, off) for s, kind, off in taps), known
+            )
+            if not changed:
+                return reasons
+            args: list[bytes | int] = [len(changed)]
+            expiries: dict[bytes, int] = {}
+            for s, state in changed.items():
+                args += (s.key, s.field, before[s], encode_state(state))
+                expiries.setdefault(s.key, self.expire_at(s.day))
+            for key, at in expiries.items():
+                args += (key, at)
+            if await self._cas(args=args) == 0:
+                return reasons
+        raise DedupConflict(f"dedup state kept changing during {attempts} attempts")

@@ -1,0 +1,1 @@
+"""Operations: the embedded development stack, load runs and benchmarks."""

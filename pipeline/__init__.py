@@ -1,0 +1,1 @@
+"""rollcall's core: settings, tap records, topics and the Faust app."""

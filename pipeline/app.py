@@ -1,0 +1,58 @@
+"""The Faust app: `faust -A pipeline.app worker` runs the agents, tables and views.
+
+Configured only from the environment (pipeline.settings). Tuned for the
+development broker too: a short session timeout, because Tansu delays a
+group's first join by half of it.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from pipeline.settings import Settings
+
+settings = Settings.from_env()
+
+app = faust.App(
+    "rollcall",
+    broker=settings.kafka_broker,
+    store="rocksdb://",
+    datadir=settings.data_dir,
+    topic_partitions=settings.topic_partitions,
+    web_port=settings.web_port,
+    web_bind="0.0.0.0",
+    broker_session_timeout=settings.session_timeout_s,
+    broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 5),
+    producer_acks=-1,
+    producer_linger_ms=5,
+    consumer_auto_offset_reset="earliest",
+    table_standby_replicas=0,
+    autodiscover=False,
+)
+
+taps_topic = app.topic(
+    settings.taps_topic,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.topic_partitions,
+    internal=True,  # Faust creates it with TOPIC_PARTITIONS if missing
+)
+events_topic = app.topic(
+    settings.events_topic,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.topic_partitions,
+    internal=True,  # Faust creates it with TOPIC_PARTITIONS if missing
+)
+dlq_topic = app.topic(
+    settings.dlq_topic,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.topic_partitions,
+    internal=True,  # Faust creates it with TOPIC_PARTITIONS if missing
+)
+
+# Registration happens on import; these modules use `app` and the topics above.
+import agents.counting  # noqa: E402,F401
+import agents.dedup  # noqa: E402,F401
+import web.dashboard  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""Per-school counts: pure folding rules and the Faust table that holds them."""

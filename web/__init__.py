@@ -1,0 +1,1 @@
+"""HTTP edges: the device ingress (aiohttp) and the dashboard views (Faust web)."""
