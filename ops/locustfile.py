@@ -220,7 +220,9 @@ class GateDevice(FastHttpUser):
     @task
     def tap(self) -> None:
         player = PLAYER
-        item = player.next_tap() if player is not None else None
+        if player is None:
+            raise StopUser()
+        item = player.next_tap()
         if item is None:
             raise StopUser()
         phase, tap = item
@@ -240,7 +242,6 @@ class GateDevice(FastHttpUser):
                     detail = (resp.text or repr(resp.error))[:200]
                     resp.failure(f"HTTP {status}: {detail}")
         finally:
-            assert player is not None
             player.answer(status, detail)
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 import re
 import shlex
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,9 @@ SHARED_FIELDS = (
     "kafka_broker", "redis_url", "mongo_url", "mongo_db", "topic_partitions", "school_tz",
     "fever_threshold", "max_tap_age_days", "taps_topic", "events_topic", "dlq_topic",
 )
-LOOPBACK = ("127.0.0.1", "localhost", "0.0.0.0", "[::1]")
+# A service URL naming the container itself reaches nothing in compose. (0.0.0.0 is fine:
+# it is how a server binds every interface.)
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 PUBLISHED = {"ingress": ("ingress_port", 8080), "worker": ("web_port", 6066)}
 
 
@@ -156,10 +159,11 @@ def settings_env_names() -> set[str]:
     tree = ast.parse(Path(settings_module.__file__).read_text(encoding="utf-8"))
     names: set[str] = set()
     readers = {"_env", "_number", "os.environ.get", "os.getenv", "environ.get", "getenv"}
+    environ_names = {"os.environ", "environ"}
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and node.args and ast.unparse(node.func) in readers:
             first = node.args[0]
-        elif isinstance(node, ast.Subscript) and ast.unparse(node.value) in {"os.environ", "environ"}:
+        elif isinstance(node, ast.Subscript) and ast.unparse(node.value) in environ_names:
             first = node.slice
         else:
             continue
@@ -181,10 +185,13 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return compose["services"]
 
 
+SettingsFor = Callable[[str], Settings]
+
+
 @pytest.fixture
 def settings_for(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Any]:
+) -> Iterator[SettingsFor]:
     """Build Settings exactly as a container of the given service would see them."""
 
     def build(name: str) -> Settings:
@@ -217,8 +224,6 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 def exec_form(args: str) -> list[str]:
     """CMD/ENTRYPOINT arguments as a list, from JSON (exec) or shell form."""
-    import json
-
     try:
         value = json.loads(args)
     except ValueError:
@@ -251,13 +256,16 @@ def test_single_kafka_node_uses_one_replica_for_internal_topics(
 ) -> None:
     """The defaults (3 replicas) cannot be met by one node: offset commits would never work."""
     env = service_env(services["kafka"])
-    for name in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
+    for name in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+    ):
         assert env.get(name) == "1", f"{name} must be 1 on a single-node cluster"
 
 
 @pytest.mark.parametrize("app", APPS)
 def test_kafka_advertises_the_address_the_apps_use(
-    app: str, services: dict[str, dict[str, Any]], settings_for: Any
+    app: str, services: dict[str, dict[str, Any]], settings_for: SettingsFor
 ) -> None:
     advertised = service_env(services["kafka"]).get("KAFKA_ADVERTISED_LISTENERS", "")
     endpoints = {part.split("://", 1)[-1] for part in advertised.split(",")}
@@ -269,7 +277,7 @@ def test_kafka_advertises_the_address_the_apps_use(
 
 
 def test_kafka_init_creates_the_topics_with_the_configured_partitions(
-    services: dict[str, dict[str, Any]], settings_for: Any
+    services: dict[str, dict[str, Any]], settings_for: SettingsFor
 ) -> None:
     assert "kafka-init" in services, "a one-shot kafka-init service should create the topics"
     init = services["kafka-init"]
@@ -337,7 +345,7 @@ def test_connection_variables_are_set_explicitly(
 
 @pytest.mark.parametrize("app", APPS)
 def test_effective_settings_point_at_compose_services(
-    app: str, services: dict[str, dict[str, Any]], settings_for: Any
+    app: str, services: dict[str, dict[str, Any]], settings_for: SettingsFor
 ) -> None:
     """Every variable is either set or has a default that works inside a container."""
     settings = settings_for(app)  # raises SettingsError for unusable values
@@ -355,7 +363,7 @@ def test_effective_settings_point_at_compose_services(
             )
 
 
-def test_both_processes_agree_on_shared_settings(settings_for: Any) -> None:
+def test_both_processes_agree_on_shared_settings(settings_for: SettingsFor) -> None:
     ingress, worker = settings_for("ingress"), settings_for("worker")
     differing = {
         name: (getattr(ingress, name), getattr(worker, name))
@@ -367,7 +375,7 @@ def test_both_processes_agree_on_shared_settings(settings_for: Any) -> None:
 
 @pytest.mark.parametrize("app", APPS)
 def test_published_ports_match_the_configured_ports(
-    app: str, services: dict[str, dict[str, Any]], settings_for: Any
+    app: str, services: dict[str, dict[str, Any]], settings_for: SettingsFor
 ) -> None:
     field, host_port = PUBLISHED[app]
     container_port = getattr(settings_for(app), field)
@@ -378,7 +386,7 @@ def test_published_ports_match_the_configured_ports(
 
 
 def test_worker_state_lives_on_a_volume_the_image_prepared(
-    compose: dict[str, Any], services: dict[str, dict[str, Any]], settings_for: Any
+    compose: dict[str, Any], services: dict[str, dict[str, Any]], settings_for: SettingsFor
 ) -> None:
     """RocksDB stores must survive a container replacement and be writable by the app user."""
     assert "WORKER_DATA_DIR" in service_env(services["worker"])
@@ -476,7 +484,8 @@ def test_dockerfile_is_python_slim_and_copies_the_project() -> None:
 
 def test_dockerfile_installs_runtime_dependencies_only() -> None:
     runs = [args for kind, args in dockerfile_instructions() if kind == "RUN"]
-    installs = [m.group(1) for run in runs for m in re.finditer(r"\bpip3?\s+install\s+([^&;|]*)", run)]
+    pip_install = re.compile(r"\bpip3?\s+install\s+([^&;|]*)")
+    installs = [match.group(1) for run in runs for match in pip_install.finditer(run)]
     assert any(
         "." in shlex.split(args) or "./" in shlex.split(args) for args in installs
     ), f"ops/Dockerfile must `pip install .` from pyproject.toml, found {installs}"
