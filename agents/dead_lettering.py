@@ -6,7 +6,7 @@ from typing import Awaitable
 
 from faust.types import EventT
 
-from pipeline.app import dlq_topic
+from pipeline.app import app, dlq_topic
 from pipeline.dead_letters import dead_letter_for, encode_dead_letter
 
 
@@ -22,4 +22,6 @@ async def dead_letter(event: EventT, *, stage: str, error: BaseException) -> Awa
         stage=stage,
         error=error,
     )
-    return await dlq_topic.send(key=msg.key, value=encode_dead_letter(letter), force=True)
+    return await app.producer.send(
+        dlq_topic.get_topic_name(), msg.key, encode_dead_letter(letter), None, None, None
+    )

@@ -28,6 +28,7 @@ from ops.locustfile import GateDevice, Player, install, service_url, stack_env_d
 import gevent  # noqa: E402
 import gevent.pool  # noqa: E402
 import requests  # noqa: E402
+import requests.adapters  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
 from ops.workload import Key, Morning, Totals, plan_morning  # noqa: E402
@@ -35,6 +36,8 @@ from pipeline.settings import Settings  # noqa: E402
 
 NUMBERS = ("checkins", "checkouts", "present", "fevers", "rejected")
 HOUR_NUMBERS = ("checkins", "checkouts", "fevers")
+GROWING = ("checkins", "checkouts", "fevers", "rejected")  # never go down: past them, stop waiting
+MAX_LISTED = 40  # mismatch lines printed in full
 
 
 @dataclass
@@ -57,7 +60,9 @@ class Seen:
             hours[start] = tuple(a + b for a, b in zip(old, counts))  # type: ignore[assignment]
         return cls(
             totals={name: int(body.get(name, 0)) for name in NUMBERS},
-            reasons={str(k): int(v) for k, v in reasons.items()} if isinstance(reasons, dict) else None,
+            reasons=(
+                {str(k): int(v) for k, v in reasons.items()} if isinstance(reasons, dict) else None
+            ),
             hours=hours,
             date=body.get("date"),
         )
@@ -98,6 +103,9 @@ class Dashboard:
     def __init__(self, base_url: str, concurrency: int = 16) -> None:
         self.base_url = base_url
         self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=concurrency)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.pool = gevent.pool.Pool(concurrency)
 
     def school(self, key: Key) -> Seen:
@@ -117,6 +125,15 @@ class Dashboard:
                 return key, exc
 
         return dict(self.pool.map(one, keys))
+
+    def school_tz(self) -> str | None:
+        """The worker's SCHOOL_TZ as /health/ reports it, if it does."""
+        try:
+            body = self.session.get(f"{self.base_url}/health/", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            return None
+        value = body.get("schoolTz") if isinstance(body, dict) else None
+        return value if isinstance(value, str) else None
 
     def listing(self, day: str, limit: int) -> list[dict[str, Any]]:
         resp = self.session.get(
@@ -186,10 +203,14 @@ def _fmt_rate(count: int, seconds: float) -> str:
 
 def play(morning: Morning, ingress: str, users: int) -> Player:
     """Send every phase through locust, in order; show progress while it runs."""
-    player = install(morning)
+    # Held until every connection is up, so the rates measure sending, not ramp-up.
+    player = install(morning, held=True)
     env = Environment(user_classes=[GateDevice], host=ingress)
     runner = env.create_local_runner()
-    runner.start(users, spawn_rate=users)
+    runner.start(users, spawn_rate=min(users, 100))
+    if runner.spawning_greenlet is not None:
+        runner.spawning_greenlet.join()
+    player.release()
     tty = sys.stdout.isatty()
     every = 1.0 if tty else 2.0
     last_answered, last_time = 0, time.monotonic()
@@ -222,7 +243,8 @@ def play(morning: Morning, ingress: str, users: int) -> Player:
             print(f"  phase {index + 1} {name}: {size:,} taps, not completed")
             continue
         took = max(end - start, 1e-9)
-        print(f"  phase {index + 1} {name}: {size:,} taps in {took:.1f} s ({_fmt_rate(size, took)}/s)")
+        rate = _fmt_rate(size, took)
+        print(f"  phase {index + 1} {name}: {size:,} taps in {took:.1f} s ({rate}/s)")
     return player
 
 
@@ -244,26 +266,38 @@ def settle(
 ) -> tuple[dict[Key, Seen | Exception], dict[Key, list[str]]]:
     """Poll until every school matches or `seconds` pass; the last answers and problems."""
     keys = sorted(morning.expected)
-    deadline = time.monotonic() + seconds
     started = time.monotonic()
+    deadline = started + seconds
+    last_matching, last_print = -1, 0.0
     while True:
         raw = dashboard.schools(keys)
         problems: dict[Key, list[str]] = {}
+        overshoot = False
         for key in keys:
             got = raw[key]
             if isinstance(got, Exception):
                 problems[key] = [f"dashboard error: {got}"]
-            else:
-                found = compare(key, got.minus(baseline[key]), morning)
-                if found:
-                    problems[key] = found
+                continue
+            delta = got.minus(baseline[key])
+            found = compare(key, delta, morning)
+            if found:
+                problems[key] = found
+            want = morning.expected[key]
+            overshoot = overshoot or any(
+                delta.totals[name] > getattr(want, name) for name in GROWING
+            )
+        now = time.monotonic()
         matching = len(keys) - len(problems)
-        print(
-            f"  dashboard: {matching}/{len(keys)} schools match "
-            f"after {time.monotonic() - started:.0f} s",
-            flush=True,
-        )
-        if not problems or time.monotonic() >= deadline:
+        done = not problems or now >= deadline or overshoot
+        if done or matching != last_matching or now - last_print >= 10:
+            print(
+                f"  dashboard: {matching}/{len(keys)} schools match after {now - started:.0f} s",
+                flush=True,
+            )
+            last_matching, last_print = matching, now
+        if overshoot and problems:
+            print("  dashboard: counts already above the expected ones; not waiting longer")
+        if done:
             return raw, problems
         time.sleep(1)
 
@@ -316,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--students", type=int, default=300, help="students per school")
     parser.add_argument("--users", type=int, default=64, help="concurrent gate connections")
     parser.add_argument("--seed", type=int, default=None, help="default: a fresh one per run")
-    parser.add_argument("--settle", type=float, default=60.0, help="seconds to wait for the dashboard")
+    parser.add_argument(
+        "--settle", type=float, default=60.0, help="seconds to wait for the dashboard"
+    )
     parser.add_argument("--ingress", default=None, help="default: INGRESS_URL or .stack/env")
     parser.add_argument("--web", default=None, help="default: WEB_URL or .stack/env")
     args = parser.parse_args(argv)
@@ -338,7 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         fever_threshold=settings.fever_threshold,
         seed=seed,
     )
-    local = lambda ms: datetime.fromtimestamp(ms / 1000, settings.tz).strftime("%H:%M")  # noqa: E731
+
+    def local(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, settings.tz).strftime("%H:%M")
+
     print(
         f"demo: {args.schools} schools x {args.students} students, {morning.total_taps:,} taps "
         f"in {len(morning.phases)} phases; school day {morning.date} ({settings.school_tz}), "
@@ -355,6 +394,12 @@ def main(argv: list[str] | None = None) -> int:
     keys = sorted(morning.expected)
     if not wait_for_dashboard(dashboard, keys[0], args.settle):
         return 1
+    worker_tz = dashboard.school_tz()
+    if worker_tz and worker_tz != settings.school_tz:
+        print(
+            f"demo: warning: the worker counts in SCHOOL_TZ={worker_tz}, this demo plans in "
+            f"{settings.school_tz}; export SCHOOL_TZ={worker_tz} for exact school days and hours"
+        )
     before = dashboard.schools(keys)
     failed = [f"{k[0]}: {v}" for k, v in before.items() if isinstance(v, Exception)]
     if failed:
@@ -363,13 +408,22 @@ def main(argv: list[str] | None = None) -> int:
     baseline: dict[Key, Seen] = {k: v for k, v in before.items() if isinstance(v, Seen)}
     busy = [k[0] for k, v in baseline.items() if any(v.totals.values())]
     if busy:
-        print(f"demo: {len(busy)} schools already have counts for {morning.date}; comparing increases")
+        print(
+            f"demo: {len(busy)} schools already have counts for {morning.date}; "
+            "comparing increases"
+        )
+        if args.seed is not None:
+            print(
+                "demo: note: a repeated --seed replays the same students, whose taps would now "
+                "be duplicates; leave --seed out for a fresh roster"
+            )
 
     player = play(morning, ingress, args.users)
     failures = sum(player.failures.values())
     unanswered = player.total - player.answered
     # With failed taps the numbers cannot be expected to match: look once, do not wait.
-    raw, problems = settle(dashboard, morning, baseline, 0 if failures or unanswered else args.settle)
+    wait = 0.0 if failures or unanswered else args.settle
+    raw, problems = settle(dashboard, morning, baseline, wait)
     print_table(morning, raw, baseline, problems)
     listing = []
     if not problems:
@@ -386,13 +440,13 @@ def main(argv: list[str] | None = None) -> int:
     if ok:
         print(f"{head}, all numbers match")
         return 0
-    count = sum(len(p) for p in problems.values()) + len(listing)
-    print(f"{head}, {count} mismatches" if count else head)
-    for key, found in sorted(problems.items()):
-        for problem in found:
-            print(f"  {key[0]} {key[1]}: {problem}")
-    for problem in listing:
-        print(f"  {problem}")
+    lines = [f"{k[0]} {k[1]}: {p}" for k, found in sorted(problems.items()) for p in found]
+    lines += listing
+    print(f"{head}, {len(lines)} mismatches" if lines else head)
+    for line in lines[:MAX_LISTED]:
+        print(f"  {line}")
+    if len(lines) > MAX_LISTED:
+        print(f"  ... and {len(lines) - MAX_LISTED} more")
     if failures or unanswered:
         by_status = ", ".join(
             f"{status or 'no answer'} x {n}" for status, n in sorted(player.failures.items())

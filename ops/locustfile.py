@@ -27,7 +27,6 @@ import gevent
 import orjson
 from gevent.event import Event
 from locust import FastHttpUser, constant, events, task
-from locust.exception import StopUser
 
 try:
     from ops.workload import PHASE_NAMES, Morning, Tap, plan_morning
@@ -86,7 +85,9 @@ class Player:
     any tap of phase N+1. Gevent is cooperative, so no locks are needed.
     """
 
-    def __init__(self, phases: list[list[Tap]], names: tuple[str, ...] = PHASE_NAMES) -> None:
+    def __init__(
+        self, phases: list[list[Tap]], names: tuple[str, ...] = PHASE_NAMES, *, held: bool = False
+    ) -> None:
         self.names = names
         self.sizes = [len(phase) for phase in phases]
         self.total = sum(self.sizes)
@@ -105,7 +106,14 @@ class Player:
         self.finished: float | None = None
         self._last_answer = 0.0
         self.done = Event()
+        self._go = Event()
+        if not held:
+            self._go.set()
         self._open_next()
+
+    def release(self) -> None:
+        """Let a held player start handing out taps (once every user is connected and waiting)."""
+        self._go.set()
 
     def _open_next(self) -> bool:
         """Close the open phase and open the next one that has taps; False when all are done."""
@@ -122,6 +130,7 @@ class Player:
 
     def next_tap(self) -> tuple[int, Tap] | None:
         """The next tap and its phase; waits while the phase drains; None when all is sent."""
+        self._go.wait()
         while True:
             if self._queue:
                 now = time.monotonic()
@@ -165,11 +174,11 @@ PLAYER: Player | None = None
 MORNING: Morning | None = None
 
 
-def install(morning: Morning) -> Player:
+def install(morning: Morning, *, held: bool = False) -> Player:
     """Make `morning` the plan the users play; returns its player."""
     global PLAYER, MORNING
     MORNING = morning
-    PLAYER = Player(morning.phases, morning.phase_names)
+    PLAYER = Player(morning.phases, morning.phase_names, held=held)
     return PLAYER
 
 
@@ -220,11 +229,11 @@ class GateDevice(FastHttpUser):
     @task
     def tap(self) -> None:
         player = PLAYER
-        if player is None:
-            raise StopUser()
-        item = player.next_tap()
-        if item is None:
-            raise StopUser()
+        item = player.next_tap() if player is not None else None
+        if item is None or player is None:
+            # Idle rather than StopUser: locust logs errors when quitting with dead users.
+            gevent.sleep(0.2)
+            return
         phase, tap = item
         status, detail = 0, ""
         try:

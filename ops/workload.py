@@ -345,7 +345,8 @@ def plan_morning(
                 builder.bounce(1, checkin, DUPLICATE_CHECKIN)
             if rng.random() < dup_rate:
                 ts = checkin["timestamp"] + rng.randint(*CHECKIN_RETAP_MS)
-                builder.reject(1, "checkin", school, user, ts, _reading(rng, temp), DUPLICATE_CHECKIN)
+                temp_again = _reading(rng, temp)
+                builder.reject(1, "checkin", school, user, ts, temp_again, DUPLICATE_CHECKIN)
 
             if rng.random() < forget_rate:
                 continue  # forgets to tap out: stays "present"

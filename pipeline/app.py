@@ -53,6 +53,5 @@ dlq_topic = app.topic(
 )
 
 # Registration happens on import; these modules use `app` and the topics above.
-import agents.counting  # noqa: E402,F401
 import agents.dedup  # noqa: E402,F401
 import web.dashboard  # noqa: E402,F401
