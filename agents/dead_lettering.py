@@ -7,7 +7,7 @@ from typing import Awaitable
 from faust.types import EventT
 
 from pipeline.app import app, dlq_topic
-from pipeline.dead_letters import dead_letter_for, encode_dead_letter
+from pipeline.dead_letters import dead_letter_for, encode_dead_letter, headers_dict
 
 
 async def dead_letter(event: EventT, *, stage: str, error: BaseException) -> Awaitable[object]:
@@ -21,6 +21,7 @@ async def dead_letter(event: EventT, *, stage: str, error: BaseException) -> Awa
         value=msg.value,
         stage=stage,
         error=error,
+        headers=headers_dict(msg.headers),
     )
     return await app.producer.send(
         dlq_topic.get_topic_name(), msg.key, encode_dead_letter(letter), None, None, None

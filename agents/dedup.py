@@ -26,6 +26,7 @@ from agents.dedup_store import RedisDedupStore
 from pipeline.app import app, events_topic, settings, taps_topic
 from pipeline.clients import redis_client
 from pipeline.health import retrying
+from pipeline.dead_letters import headers_dict, replay_history
 from pipeline.outcomes import Outcome, encode_outcome
 from pipeline.schoolday import local_date
 from pipeline.taps import InvalidTap, Tap, decode_tap
@@ -37,16 +38,35 @@ store = RedisDedupStore(redis, settings.tz)
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
+async def drop_replayed_copies(taps: list[tuple[EventT, Tap, str]]) -> list[tuple[EventT, Tap, str]]:
+    """A dead letter replayed twice arrives twice under one tap id: keep the first."""
+    replayed = [i for i, (event, _, _) in enumerate(taps) if is_replay(event)]
+    if not replayed:
+        return taps
+    entries = [(taps[i][1].id, taps[i][0].message.partition, taps[i][0].message.offset) for i in replayed]
+    first = await retrying("redis", lambda: store.first_deliveries(entries), retry_on=REDIS_DOWN)
+    copies = {i for i, ok in zip(replayed, first) if not ok}
+    for i in copies:
+        log.info("tap %s was replayed before; this copy is not counted", taps[i][1].id)
+    return [t for i, t in enumerate(taps) if i not in copies]
+
+
+def is_replay(event: EventT) -> bool:
+    return replay_history(headers_dict(event.message.headers)).replay_of is not None
+
+
 async def decide_taps(events: Sequence[EventT]) -> None:
     pending: list[Awaitable[object]] = []
     taps: list[tuple[EventT, Tap, str]] = []
     for event in events:
         try:
             tap = decode_tap(event.message.value)
-        except InvalidTap as exc:
+            day = local_date(tap.timestamp, settings.tz)
+        except (InvalidTap, ValueError, OverflowError) as exc:
             pending.append(await dead_letter(event, stage="dedup.decode", error=exc))
             continue
-        taps.append((event, tap, local_date(tap.timestamp, settings.tz)))
+        taps.append((event, tap, day))
+    taps = await drop_replayed_copies(taps)
     batch = [
         (store.slot(tap.schoolId, tap.userId, day), tap.type, event.message.offset)
         for event, tap, day in taps

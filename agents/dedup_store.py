@@ -53,6 +53,24 @@ return 0
 """
 
 
+# ARGV: ttl seconds, then (tap id, "partition:offset") pairs. 1 = first delivery
+# of this tap id (or the same record read again after a crash), 0 = a copy.
+FIRST_DELIVERY_SCRIPT = """
+local out = {}
+for i = 2, #ARGV, 2 do
+  local key = 'rc:rp:' .. ARGV[i]
+  if redis.call('SET', key, ARGV[i + 1], 'NX', 'EX', ARGV[1]) then
+    out[#out + 1] = 1
+  elseif redis.call('GET', key) == ARGV[i + 1] then
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class StudentSlot:
     """Where one student's state for one school day lives."""
@@ -100,10 +118,12 @@ class RedisDedupStore:
         self._prefix = prefix.encode()
         self._read = client.register_script(READ_SCRIPT)
         self._cas = client.register_script(CAS_SCRIPT)
+        self._first = client.register_script(FIRST_DELIVERY_SCRIPT)
 
     def slot(self, school_id: str, user_id: str, day: str) -> StudentSlot:
+        # Length-prefixed, so no choice of ids can make two students one.
         digest = hashlib.blake2b(
-            f"{school_id}\x1f{user_id}".encode(), digest_size=9
+            f"{len(school_id)}:{school_id}{user_id}".encode(), digest_size=9
         ).digest()
         bucket = int.from_bytes(digest[:2], "big") & self._mask
         key = b"%s:%s:%04x" % (self._prefix, day.encode(), bucket)
@@ -112,6 +132,19 @@ class RedisDedupStore:
     def expire_at(self, day: str) -> int:
         """Late uploads (up to MAX_TAP_AGE_DAYS) must still find the day's state."""
         return day_end_epoch(day, self._tz) + self._keep_s
+
+    async def first_deliveries(self, taps: Sequence[tuple[str, int, int]]) -> list[bool]:
+        """For replayed records (tap id, partition, offset): False for a second copy of a tap.
+
+        Replaying a dead letter twice must not change any count, and a copy has
+        another offset, so offsets alone cannot tell it from a new tap.
+        """
+        if not taps:
+            return []
+        args: list[str | int] = [self._keep_s + 86400]
+        for tap_id, partition, offset in taps:
+            args += (tap_id, f"{partition}:{offset}")
+        return [bool(x) for x in await self._first(args=args)]
 
     async def decide(
         self, taps: Sequence[tuple[StudentSlot, str, int]], *, attempts: int = 5

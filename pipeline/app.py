@@ -54,4 +54,6 @@ dlq_topic = app.topic(
 
 # Registration happens on import; these modules use `app` and the topics above.
 import agents.dedup  # noqa: E402,F401
+import agents.sinks  # noqa: E402,F401
+import ops.commands  # noqa: E402,F401
 import web.dashboard  # noqa: E402,F401

@@ -34,3 +34,17 @@ def kafka_producer(settings: Settings, **overrides: object) -> aiokafka.AIOKafka
 
 def kafka_admin(settings: Settings) -> aiokafka.admin.AIOKafkaAdminClient:
     return aiokafka.admin.AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+
+
+def kafka_consumer(settings: Settings, topic: str, group_id: str) -> aiokafka.AIOKafkaConsumer:
+    """Manual commits: a sink commits only what its store acknowledged."""
+    return aiokafka.AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=int(settings.session_timeout_s * 1000),
+        heartbeat_interval_ms=int(max(1.0, settings.session_timeout_s / 5) * 1000),
+        max_poll_records=2000,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 
@@ -23,6 +23,7 @@ class DeadLetter:
     attempts: int
     first_failed_ms: int
     last_failed_ms: int
+    replay_of: str | None = None
 
     @property
     def record_id(self) -> str:
@@ -47,14 +48,64 @@ def dead_letter_for(
     value: bytes | None,
     stage: str,
     error: BaseException,
-    attempts: int = 1,
+    headers: Mapping[str, bytes] | None = None,
     now_ms: int | None = None,
 ) -> DeadLetter:
+    """A failure of one record; a replayed record carries its history in headers."""
     now = now_ms if now_ms is not None else int(time.time() * 1000)
+    history = replay_history(headers or {})
     return DeadLetter(
         topic, partition, offset, key, value, stage,
-        type(error).__name__, str(error)[:2000], attempts, now, now,
+        type(error).__name__, str(error)[:2000],
+        history.attempts + 1, history.first_failed_ms or now, now, history.replay_of,
     )
+
+
+ATTEMPTS_HEADER = "rollcall-attempts"
+FIRST_FAILED_HEADER = "rollcall-first-failed"
+REPLAY_OF_HEADER = "rollcall-replay-of"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayHistory:
+    attempts: int = 0
+    first_failed_ms: int | None = None
+    replay_of: str | None = None
+
+
+def replay_headers(*, attempts: int, first_failed_ms: int, record_id: str) -> list[tuple[str, bytes]]:
+    """Headers a replayed record carries, so a repeat failure raises the attempt count."""
+    return [
+        (ATTEMPTS_HEADER, str(attempts).encode()),
+        (FIRST_FAILED_HEADER, str(first_failed_ms).encode()),
+        (REPLAY_OF_HEADER, record_id.encode()),
+    ]
+
+
+def replay_history(headers: Mapping[str, bytes]) -> ReplayHistory:
+    """Tolerant: a header another client set badly is ignored, never fatal."""
+    def number(name: str) -> int | None:
+        raw = headers.get(name)
+        try:
+            return int(raw) if raw is not None else None
+        except ValueError:
+            return None
+
+    replay_of = headers.get(REPLAY_OF_HEADER)
+    first = number(FIRST_FAILED_HEADER)
+    return ReplayHistory(
+        attempts=max(0, number(ATTEMPTS_HEADER) or 0),
+        first_failed_ms=first if first is not None and first > 0 else None,
+        replay_of=replay_of.decode("utf-8", "replace") if replay_of else None,
+    )
+
+
+def headers_dict(headers: Any) -> dict[str, bytes]:
+    """Kafka headers come as a list of pairs (or a mapping from Faust); later ones win."""
+    if not headers:
+        return {}
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return {str(k): bytes(v) if v is not None else b"" for k, v in items}
 
 
 def encode_dead_letter(d: DeadLetter) -> bytes:
@@ -68,6 +119,7 @@ def encode_dead_letter(d: DeadLetter) -> bytes:
         "attempts": d.attempts,
         "firstFailedAt": d.first_failed_ms,
         "lastFailedAt": d.last_failed_ms,
+        "replayOf": d.replay_of,
     }
     return orjson.dumps(body)
 
@@ -80,4 +132,5 @@ def decode_dead_letter(raw: bytes) -> DeadLetter:
         _unb64(body["key"]), _unb64(body["value"]),
         str(err["stage"]), str(err["type"]), str(err["message"]),
         int(body["attempts"]), int(body["firstFailedAt"]), int(body["lastFailedAt"]),
+        body.get("replayOf"),
     )

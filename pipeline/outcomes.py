@@ -49,6 +49,8 @@ def decode_outcome(raw: bytes) -> Outcome:
         image=str(body["image"]),
     )
     reason = body["reason"]
+    if body["outcome"] not in (ACCEPTED, REJECTED):
+        raise ValueError(f"unknown outcome {body['outcome']!r}")
     if (body["outcome"] == ACCEPTED) != (reason is None):
         raise ValueError("outcome and reason disagree")
     partition, offset = body["source"]

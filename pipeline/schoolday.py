@@ -42,6 +42,8 @@ def day_end_epoch(day: str, tz: ZoneInfo) -> int:
 def parse_day(text: str) -> str:
     """A YYYY-MM-DD query value, normalised; ValueError with a clear message otherwise."""
     try:
+        if len(text) != 10 or text[4] != "-" or text[7] != "-":
+            raise ValueError
         return date.fromisoformat(text).isoformat()
     except ValueError:
         raise ValueError(f"date must be YYYY-MM-DD, got {text!r}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,14 +17,18 @@ def _env(name: str, default: str) -> str:
     return value or default
 
 
-def _number(name: str, default: str, kind: type, minimum: float) -> int | float:
+def _number(
+    name: str, default: str, kind: type, minimum: float, maximum: float = float("inf")
+) -> int | float:
     raw = _env(name, default)
     try:
         value = kind(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a {kind.__name__}") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}={raw!r} must be a finite number")
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"{name}={raw!r} must be from {minimum} to {maximum}")
     return value
 
 
@@ -47,12 +52,14 @@ class Settings:
     batch_within_s: float = 0.05
     produce_timeout_s: float = 5.0
     session_timeout_s: float = 10.0
+    dlq_max_attempts: int = 3
+    replay_batch: int = 500
     tz: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
             object.__setattr__(self, "tz", ZoneInfo(self.school_tz))
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise SettingsError(f"SCHOOL_TZ={self.school_tz!r} is not an IANA time zone") from None
 
     @property
@@ -72,8 +79,8 @@ class Settings:
             redis_url=_env("REDIS_URL", cls.redis_url),
             mongo_url=_env("MONGO_URL", cls.mongo_url),
             mongo_db=_env("MONGO_DB", cls.mongo_db),
-            ingress_port=int(_number("INGRESS_PORT", "8080", int, 1)),
-            web_port=int(_number("WEB_PORT", "6066", int, 1)),
+            ingress_port=int(_number("INGRESS_PORT", "8080", int, 1, 65535)),
+            web_port=int(_number("WEB_PORT", "6066", int, 1, 65535)),
             topic_partitions=int(_number("TOPIC_PARTITIONS", "8", int, 1)),
             school_tz=_env("SCHOOL_TZ", "UTC"),
             fever_threshold=float(_number("FEVER_THRESHOLD", "38.0", float, 0)),
@@ -82,4 +89,5 @@ class Settings:
             batch_size=int(_number("BATCH_SIZE", "2000", int, 1)),
             produce_timeout_s=float(_number("PRODUCE_TIMEOUT_S", "5", float, 0.1)),
             session_timeout_s=float(_number("BROKER_SESSION_TIMEOUT_S", "10", float, 1)),
+            dlq_max_attempts=int(_number("DLQ_MAX_ATTEMPTS", "3", int, 1)),
         )

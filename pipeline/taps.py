@@ -22,6 +22,7 @@ IMAGE_MAX = 2048
 TEMP_MIN, TEMP_MAX = 30.0, 45.0
 FUTURE_SLACK_MS = 5 * 60 * 1000
 DAY_MS = 24 * 3600 * 1000
+TIMESTAMP_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: beyond it there is no calendar day
 DEVICE_FIELDS = ("type", "userId", "schoolId", "timestamp", "temperature", "image")
 
 
@@ -69,7 +70,9 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+    if _is_int(value):
+        return abs(value) < 10**6  # a float conversion of a huge int would overflow
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _check_id(body: dict[str, Any], name: str, errors: list[FieldError]) -> None:
@@ -113,6 +116,8 @@ def field_errors(
             errors.append(FieldError("timestamp", "must be an integer (epoch milliseconds)"))
         elif ts <= 0:
             errors.append(FieldError("timestamp", "must be greater than 0"))
+        elif ts > TIMESTAMP_MAX:
+            errors.append(FieldError("timestamp", "is beyond the year 9999"))
         elif now_ms is not None and ts > now_ms + FUTURE_SLACK_MS:
             errors.append(FieldError("timestamp", "is more than 5 minutes in the future"))
         elif now_ms is not None and ts < now_ms - max_age_days * DAY_MS:
