@@ -55,7 +55,10 @@ async def dlq_fix(self, record_id: str, value: str) -> None:
     print(f"{record_id} fixed; replay it with: faust -A pipeline.app dlq-replay --id {record_id}")
 
 
-@app.crontab("0 * * * *", on_leader=True)
-async def hourly_replay() -> None:
+async def scheduled_replay() -> None:
     """Pending dead letters get another chance every hour (bounded by DLQ_MAX_ATTEMPTS)."""
     await dlq.replay(settings, limit=10_000, progress=False)
+
+
+if settings.dlq_replay_cron:  # DLQ_REPLAY_CRON="" turns it off (the tests do)
+    app.crontab(settings.dlq_replay_cron, on_leader=True)(scheduled_replay)

@@ -161,6 +161,9 @@ async def seed_roster(
         finally:
             if bar is not None:
                 bar.close()
+        # Built once after the bulk load (cheaper than maintaining it per insert); a no-op
+        # when it exists. roster_sample reads a school's students through it.
+        await db[STUDENTS].create_index("schoolId")
     finally:
         await client.close()
     return SeedResult(

@@ -167,8 +167,11 @@ class EmbeddedStack:
             ),
             Service(
                 "redis",
+                # Append-only with fsync per write: dedup state survives a restart,
+                # as it must in production (docker-compose.yml does the same).
                 [redis_binary(), "--port", str(redis_port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--dir", str(self.state)],
+                 "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+                 "--dir", str(self.state)],
                 lambda: _tcp_open(redis_port),
             ),
             Service(
@@ -180,6 +183,14 @@ class EmbeddedStack:
                 lambda: _tcp_open(mongo),
             ),
         ]
+
+    def service(self, name: str) -> Service:
+        """The service called `name` (broker, redis, mongo, worker-N, ingress), to start it again."""
+        if name.startswith("worker-"):
+            return self.worker(int(name.split("-", 1)[1]))
+        if name == "ingress":
+            return self.ingress()
+        return next(s for s in self.infrastructure() if s.name == name)
 
     def worker(self, index: int = 1) -> Service:
         """Worker N: its own web port and data directory (RocksDB locks its folder)."""

@@ -51,13 +51,16 @@ def attendance_upsert(o: Outcome) -> UpdateOne:
     )
 
 
+def _text(data: bytes | None) -> str | None:
+    """Readable (and queryable) copy of bytes when they are UTF-8; the bytes stay authoritative."""
+    try:
+        return None if data is None else data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def dead_letter_doc(d: DeadLetter, *, max_attempts: int) -> dict[str, Any]:
     """`failed` once a record has failed `max_attempts` times: replay stops looping on it."""
-    text: str | None
-    try:
-        text = None if d.value is None else d.value.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
     return {
         "_id": d.record_id,
         "topic": d.topic,
@@ -65,7 +68,8 @@ def dead_letter_doc(d: DeadLetter, *, max_attempts: int) -> dict[str, Any]:
         "offset": d.offset,
         "key": None if d.key is None else Binary(d.key),
         "value": None if d.value is None else Binary(d.value),
-        "valueText": text,
+        "keyText": _text(d.key),
+        "valueText": _text(d.value),
         "error": {"stage": d.stage, "type": d.error_type, "message": d.error_message},
         "attempts": d.attempts,
         "firstFailedAt": utc(d.first_failed_ms),

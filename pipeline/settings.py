@@ -54,6 +54,7 @@ class Settings:
     session_timeout_s: float = 10.0
     dlq_max_attempts: int = 3
     replay_batch: int = 500
+    dlq_replay_cron: str = "0 * * * *"
     tz: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -90,4 +91,5 @@ class Settings:
             produce_timeout_s=float(_number("PRODUCE_TIMEOUT_S", "5", float, 0.1)),
             session_timeout_s=float(_number("BROKER_SESSION_TIMEOUT_S", "10", float, 1)),
             dlq_max_attempts=int(_number("DLQ_MAX_ATTEMPTS", "3", int, 1)),
+            dlq_replay_cron=os.environ.get("DLQ_REPLAY_CRON", "0 * * * *").strip(),
         )

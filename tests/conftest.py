@@ -101,7 +101,7 @@ def _print_logs(state: Path) -> None:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     state = tmp_path_factory.mktemp("stack")
-    embedded = EmbeddedStack(state, extra_env={"SCHOOL_TZ": TEST_TZ})
+    embedded = EmbeddedStack(state, extra_env={"SCHOOL_TZ": TEST_TZ, "DLQ_REPLAY_CRON": ""})
     try:
         try:
             embedded.up()
