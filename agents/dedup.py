@@ -76,19 +76,42 @@ async def decide_taps(events: Sequence[EventT]) -> None:
         (event, Outcome(tap, day, reason, (event.message.partition, event.message.offset)))
         for (event, tap, day), reason in zip(taps, reasons)
     ]
-    count(decided)
+    await count(decided)
     topic = events_topic.get_topic_name()
-    for event, outcome in decided:
+    for _, outcome in decided:
         pending.append(
             await app.producer.send(
-                topic, outcome.tap.schoolId.encode(), encode_outcome(outcome),
-                event.message.partition, None, None,
+                topic, outcome.tap.schoolId.encode(), encode_outcome(outcome), None, None, None
             )
         )
     await asyncio.gather(*pending)
 
 
+async def decide_safely(events: Sequence[EventT]) -> None:
+    """An agent must never die on a batch: Faust would not re-deliver it until a restart.
+
+    Outages are retried inside `decide_taps`. Anything else unexpected: decide
+    the batch again one record at a time (decisions and counts are replay-safe)
+    and dead-letter just the records that still fail, so the partition moves on.
+    """
+    try:
+        await decide_taps(events)
+        return
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("batch of %d failed; retrying record by record", len(events))
+    for event in events:
+        try:
+            await decide_taps([event])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("record %s:%s failed", event.message.partition, event.message.offset)
+            await (await dead_letter(event, stage="dedup.unexpected", error=exc))
+
+
 @app.agent(taps_topic)
 async def dedup(stream: StreamT) -> None:
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-        await decide_taps(events)
+        await decide_safely(events)

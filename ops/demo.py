@@ -177,7 +177,7 @@ def compare(key: Key, seen: Seen, morning: Morning) -> list[str]:
 def check_listing(dashboard: Dashboard, morning: Morning, raw: dict[Key, Seen]) -> list[str]:
     """The list view agrees with the per-school views and is sorted by fevers, then check-ins."""
     try:
-        rows = dashboard.listing(morning.date, len(morning.schools))
+        rows = dashboard.listing(morning.date, min(len(morning.schools), 10_000))
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         return [f"list view: {exc}"]
     problems = []
@@ -239,6 +239,9 @@ def play(morning: Morning, ingress: str, users: int) -> Player:
     for index, name in enumerate(player.names):
         start, end = player.phase_started[index], player.phase_finished[index]
         size = player.sizes[index]
+        if size == 0:
+            print(f"  phase {index + 1} {name}: no taps")
+            continue
         if start is None or end is None:
             print(f"  phase {index + 1} {name}: {size:,} taps, not completed")
             continue
@@ -356,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ingress", default=None, help="default: INGRESS_URL or .stack/env")
     parser.add_argument("--web", default=None, help="default: WEB_URL or .stack/env")
     args = parser.parse_args(argv)
+    for name in ("schools", "students", "users"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     stack_env_defaults()
@@ -459,4 +465,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted")
+        sys.exit(130)

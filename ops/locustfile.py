@@ -265,7 +265,8 @@ def _standalone_start(environment: Any, **_: Any) -> None:
     """Standalone runs plan their own morning and stop when it has been played."""
     if PLAYER is None:
         stack_env_defaults()
-        morning = install(default_morning())
+        morning = default_morning()
+        install(morning)
         total = morning.grand_total()
         print(
             f"rollcall: playing {morning.total_taps} taps for {len(morning.schools)} schools "

@@ -102,8 +102,11 @@ async def _write_all(
 
     def collect(done: set[asyncio.Task[tuple[int, int]]]) -> None:
         nonlocal written, present
+        failures = [exc for task in done if (exc := task.exception()) is not None]
+        if failures:
+            raise failures[0]  # a non-duplicate write error (each one is retrieved, none left dangling)
         for task in done:
-            new, old = task.result()  # re-raises a non-duplicate write error
+            new, old = task.result()
             written += new
             present += old
             if bar is not None:
