@@ -197,6 +197,7 @@ class EmbeddedStack:
         web = self.port("web") if index == 1 else self.port(f"web-{index}")
         env = self.env()
         env["WEB_PORT"] = str(web)
+        env["WORKER_URL"] = f"http://127.0.0.1:{web}"
         env["WORKER_DATA_DIR"] = str(self.state / f"worker-{index}")
         return Service(
             f"worker-{index}",

@@ -28,6 +28,8 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     table_standby_replicas=0,
     autodiscover=False,
+    # How the other workers reach this one's views (default: http://<hostname>:<web port>).
+    **({"canonical_url": settings.worker_url} if settings.worker_url else {}),
 )
 
 taps_topic = app.topic(

@@ -55,6 +55,7 @@ class Settings:
     dlq_max_attempts: int = 3
     replay_batch: int = 500
     dlq_replay_cron: str = "0 * * * *"
+    worker_url: str = ""
     tz: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -92,4 +93,5 @@ class Settings:
             session_timeout_s=float(_number("BROKER_SESSION_TIMEOUT_S", "10", float, 1)),
             dlq_max_attempts=int(_number("DLQ_MAX_ATTEMPTS", "3", int, 1)),
             dlq_replay_cron=os.environ.get("DLQ_REPLAY_CRON", "0 * * * *").strip(),
+            worker_url=_env("WORKER_URL", ""),
         )

@@ -1,10 +1,18 @@
-"""Dashboard views on the Faust web server: per-school totals for a school-local day."""
+"""Dashboard views on the Faust web server: per-school totals for a school-local day.
+
+Each worker holds the counters of the partitions it owns. A request for one
+school is forwarded to the worker that owns the school's partition; the
+all-schools view asks every worker for its part and merges them. So the
+answer is the same whichever worker receives the request.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from faust.web import Request, Response, View
+from yarl import URL
 
 from pipeline.app import app, settings
 from pipeline.health import dependencies
@@ -13,6 +21,8 @@ from tables.counts import school_days
 from tables.school_day import detail, ranked, split_key, table_key, totals
 
 MAX_LIMIT = 10_000
+HOP_HEADER = "X-Rollcall-Forwarded"
+PEER_TIMEOUT_S = 5.0
 
 
 def _day(request: Request) -> str:
@@ -25,6 +35,37 @@ def _limit(request: Request) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
         raise ValueError(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
     return int(raw)
+
+
+def _ident(url: URL) -> tuple[str, int]:
+    return (url.host or "", url.port or 80)
+
+
+def is_self(url: URL) -> bool:
+    return _ident(url) == _ident(URL(str(app.conf.canonical_url)))
+
+
+def owner_of(school_id: str) -> URL | None:
+    """The worker holding the school's partition (taps and table share it), if known."""
+    try:
+        return app.assignor.key_store(school_days.changelog_topic.get_topic_name(), school_id.encode())
+    except KeyError:  # no assignment yet (rebalancing)
+        return None
+
+
+def peers() -> list[URL]:
+    """Every other worker that holds part of the table."""
+    return [URL(host) for host in app.assignor.tables_metadata() if not is_self(URL(host))]
+
+
+async def fetch_json(url: URL, params: dict[str, str]) -> Any:
+    async with app.http_client.get(
+        url, params=params, headers={HOP_HEADER: "1"}, timeout=PEER_TIMEOUT_S
+    ) as resp:
+        body = await resp.json()
+        if resp.status != 200:
+            raise RuntimeError(f"{url.host}:{url.port} answered {resp.status}: {body}")
+        return body
 
 
 def local_school_totals(day: str) -> list[dict[str, Any]]:
@@ -45,7 +86,20 @@ class Schools(View):
             day, limit = _day(request), _limit(request)
         except ValueError as exc:
             return self.json({"error": str(exc)}, status=400)
-        return self.json({"date": day, "schools": ranked(local_school_totals(day), limit)})
+        rows = local_school_totals(day)
+        if HOP_HEADER not in request.headers:
+            others = peers()
+            params = {"date": day, "limit": str(MAX_LIMIT)}
+            answers = await asyncio.gather(
+                *(fetch_json(url.with_path("/schools/"), params) for url in others),
+                return_exceptions=True,
+            )
+            failed = [f"{u.host}:{u.port}" for u, a in zip(others, answers) if isinstance(a, BaseException)]
+            if failed:
+                return self.json({"error": f"workers did not answer: {', '.join(failed)}"}, status=503)
+            for answer in answers:
+                rows += answer["schools"]  # type: ignore[index]
+        return self.json({"date": day, "schools": ranked(rows, limit)})
 
 
 @app.page("/schools/{school_id}/")
@@ -55,6 +109,13 @@ class School(View):
             day = _day(request)
         except ValueError as exc:
             return self.json({"error": str(exc)}, status=400)
+        owner = owner_of(school_id)
+        if owner is not None and not is_self(owner) and HOP_HEADER not in request.headers:
+            try:
+                body = await fetch_json(owner.with_path(request.path), {"date": day})
+            except Exception as exc:  # the owner is down or moving: say so, do not guess
+                return self.json({"error": f"worker owning {school_id!r} did not answer: {exc}"}, status=503)
+            return self.json(body)
         value = school_days.get(table_key(school_id, day))
         return self.json(detail(school_id, day, value, settings.tz))
 
@@ -68,8 +129,10 @@ class Health(View):
         ) if app.consumer else []
         body = {
             "status": "degraded" if degraded else "ok",
+            "worker": str(app.conf.canonical_url),
             "broker": settings.kafka_broker,
             "redis": settings.redis_url,
+            "mongo": settings.mongo_url,
             "schoolTz": settings.school_tz,
             "assigned": assigned,
             "degraded": degraded,
