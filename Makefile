@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv up down status demo test unit load bench clean
+.PHONY: venv up down status demo test unit load bench crash clean
 
 venv: $(STAMP)
 
@@ -39,3 +39,6 @@ unit: venv
 
 clean: down
 	rm -rf .stack
+
+crash: venv
+	$(PY) -m ops.crash

@@ -50,7 +50,7 @@ class Settings:
     dlq_topic: str = "attendance-dlq"
     batch_size: int = 2000
     batch_within_s: float = 0.05
-    produce_timeout_s: float = 5.0
+    produce_timeout_s: float = 3.0
     session_timeout_s: float = 10.0
     dlq_max_attempts: int = 3
     replay_batch: int = 500
@@ -89,7 +89,7 @@ class Settings:
             max_tap_age_days=int(_number("MAX_TAP_AGE_DAYS", "7", int, 1)),
             data_dir=_env("WORKER_DATA_DIR", cls.data_dir),
             batch_size=int(_number("BATCH_SIZE", "2000", int, 1)),
-            produce_timeout_s=float(_number("PRODUCE_TIMEOUT_S", "5", float, 0.1)),
+            produce_timeout_s=float(_number("PRODUCE_TIMEOUT_S", "3", float, 0.1)),
             session_timeout_s=float(_number("BROKER_SESSION_TIMEOUT_S", "10", float, 1)),
             dlq_max_attempts=int(_number("DLQ_MAX_ATTEMPTS", "3", int, 1)),
             dlq_replay_cron=os.environ.get("DLQ_REPLAY_CRON", "0 * * * *").strip(),

@@ -47,13 +47,22 @@ def unavailable(reason: str) -> web.Response:
 
 
 class Broker:
-    """The producer, started in the background and restarted until the broker answers."""
+    """The producer, started in the background, with a circuit breaker in front of it.
+
+    When a send is not acknowledged in time the circuit opens: later requests
+    get 503 at once instead of each waiting out the timeout, and a probe asks
+    the broker every half second; when it answers (topics re-created if the
+    broker lost them), the circuit closes and sends go through again.
+    """
+
+    PROBE_EVERY_S = 0.5
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.producer: Any = None
         self.last_error: str | None = "not connected yet"
         self._task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._connect())
@@ -77,17 +86,48 @@ class Broker:
                 log.info("connected to %s", self._settings.kafka_bootstrap)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in (self._task, self._probe):
+            if task:
+                task.cancel()
         if self.producer is not None:
             await self.producer.stop()
 
+    @property
+    def available(self) -> bool:
+        return self.producer is not None and self._probe is None
+
     async def send(self, key: bytes, value: bytes) -> None:
         """Return once the broker acknowledged; raise TimeoutError or KafkaError otherwise."""
-        if self.producer is None:
+        if not self.available:
             raise KafkaError(self.last_error or "not connected")
-        fut = await self.producer.send(self._settings.taps_topic, key=key, value=value)
-        await asyncio.wait_for(fut, timeout=self._settings.produce_timeout_s)
+        timeout = self._settings.produce_timeout_s
+        try:
+            fut = await asyncio.wait_for(
+                self.producer.send(self._settings.taps_topic, key=key, value=value), timeout
+            )
+            await asyncio.wait_for(fut, timeout)
+        except (asyncio.TimeoutError, KafkaError) as exc:
+            self._open_circuit(exc)
+            raise
+
+    def _open_circuit(self, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if self._probe is None:
+            log.warning("broker not acknowledging (%s): answering 503 until it does", self.last_error)
+            self._probe = asyncio.create_task(self._probe_until_back())
+
+    async def _probe_until_back(self) -> None:
+        while True:
+            await asyncio.sleep(self.PROBE_EVERY_S)
+            try:
+                await asyncio.wait_for(ensure_topics(self._settings), self._settings.produce_timeout_s)
+            except (asyncio.TimeoutError, KafkaError, OSError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                continue
+            log.info("broker answers again")
+            self.last_error = None
+            self._probe = None
+            return
 
 
 async def _body(request: web.Request) -> Any:
@@ -128,7 +168,7 @@ async def post_attendance(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
-    if broker.producer is None:
+    if not broker.available:
         return _json({"status": "degraded", "broker": broker.last_error}, 503)
     return _json({"status": "ok", "broker": request.app[SETTINGS].kafka_bootstrap}, 200)
 

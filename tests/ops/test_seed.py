@@ -133,3 +133,24 @@ async def test_duplicate_keys_count_as_already_present() -> None:
 async def test_any_other_write_error_is_raised() -> None:
     with pytest.raises(BulkWriteError):
         await seed._insert(FailingCollection([11000, 121], 8), [{}] * 10)  # type: ignore[arg-type]
+
+
+class OneBadChunk:
+    """Inserts every chunk except the second, which fails with a validation error (121)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def insert_many(self, docs: list[dict[str, Any]], ordered: bool = True) -> Any:
+        self.calls += 1
+        if self.calls == 2:
+            raise BulkWriteError({"writeErrors": [{"index": 0, "code": 121, "errmsg": "invalid"}],
+                                  "writeConcernErrors": [], "nInserted": len(docs) - 1})
+        return type("Result", (), {"inserted_ids": [d["_id"] for d in docs]})()
+
+
+async def test_a_failing_chunk_stops_the_run_with_its_error() -> None:
+    chunks = roster.student_docs(2, 50, chunk=10)
+    with pytest.raises(BulkWriteError):
+        await seed._write_all(OneBadChunk(), chunks, None)  # type: ignore[arg-type]
+    assert next(chunks)  # the run stopped early: chunks were left unwritten

@@ -54,7 +54,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.data_dir == "./worker-data"
     assert (s.taps_topic, s.events_topic, s.dlq_topic) == ("attendance-taps", "attendance-events", "attendance-dlq")
     assert s.batch_size == 2000
-    assert s.produce_timeout_s == 5.0
+    assert s.produce_timeout_s == 3.0
     assert s.session_timeout_s == 10.0
     assert s.dlq_max_attempts == 3
     assert s.kafka_bootstrap == "127.0.0.1:9092"
