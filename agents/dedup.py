@@ -17,12 +17,13 @@ import asyncio
 import logging
 from typing import Awaitable, Sequence
 
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agents.dead_lettering import dead_letter
 from agents.dedup_store import RedisDedupStore
+from agents.rules import in_partition_order
 from pipeline.app import app, events_topic, settings, taps_topic
 from pipeline.clients import redis_client
 from pipeline.health import retrying
@@ -55,7 +56,21 @@ def is_replay(event: EventT) -> bool:
     return replay_history(headers_dict(event.message.headers)).replay_of is not None
 
 
+async def in_order(events: Sequence[EventT]) -> tuple[list[EventT], dict[int, int]]:
+    """The events that may be decided now; ask the consumer to read the gaps again."""
+    topic = settings.taps_topic
+    partitions = sorted({e.message.partition for e in events})
+    stored = await retrying("redis", lambda: store.next_offsets(topic, partitions), retry_on=REDIS_DOWN)
+    keep, moved, gaps = in_partition_order(((e.message.partition, e.message.offset) for e in events), stored)
+    for partition, offset in gaps.items():
+        log.warning("partition %d: records from offset %d were not delivered; reading them again",
+                    partition, offset)
+        await app.consumer.seek(TP(topic, partition), offset)
+    return [e for e, k in zip(events, keep) if k], moved
+
+
 async def decide_taps(events: Sequence[EventT]) -> None:
+    events, moved = await in_order(events)
     pending: list[Awaitable[object]] = []
     taps: list[tuple[EventT, Tap, str]] = []
     for event in events:
@@ -71,7 +86,11 @@ async def decide_taps(events: Sequence[EventT]) -> None:
         (store.slot(tap.schoolId, tap.userId, day), tap.type, event.message.offset)
         for event, tap, day in taps
     ]
-    reasons = await retrying("redis", lambda: store.decide(batch), retry_on=REDIS_DOWN)
+    reasons = await retrying(
+        "redis",
+        lambda: store.decide(batch, topic=settings.taps_topic, next_offsets=moved),
+        retry_on=REDIS_DOWN,
+    )
     decided = [
         (event, Outcome(tap, day, reason, (event.message.partition, event.message.offset)))
         for (event, tap, day), reason in zip(taps, reasons)
@@ -88,12 +107,6 @@ async def decide_taps(events: Sequence[EventT]) -> None:
 
 
 async def decide_safely(events: Sequence[EventT]) -> None:
-    """An agent must never die on a batch: Faust would not re-deliver it until a restart.
-
-    Outages are retried inside `decide_taps`. Anything else unexpected: decide
-    the batch again one record at a time (decisions and counts are replay-safe)
-    and dead-letter just the records that still fail, so the partition moves on.
-    """
     try:
         await decide_taps(events)
         return

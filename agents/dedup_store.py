@@ -34,20 +34,26 @@ end
 return out
 """
 
-# ARGV: n, then n x (key, field, expected, new), then key/expireat pairs.
+# ARGV: n changes, m expiries, then n x (key, field, expected, new),
+# m x (key, expireat), then (partition key, next offset) pairs.
 CAS_SCRIPT = """
-local n = tonumber(ARGV[1])
+local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i = 0, n - 1 do
-  local b = 2 + i * 4
+  local b = 3 + i * 4
   local cur = redis.call('HGET', ARGV[b], ARGV[b + 1]) or ''
   if cur ~= ARGV[b + 2] then return i + 1 end
 end
 for i = 0, n - 1 do
-  local b = 2 + i * 4
+  local b = 3 + i * 4
   redis.call('HSET', ARGV[b], ARGV[b + 1], ARGV[b + 3])
 end
-for j = 2 + n * 4, #ARGV, 2 do
+local e = 3 + n * 4
+for j = e, e + 2 * m - 1, 2 do
   redis.call('EXPIREAT', ARGV[j], ARGV[j + 1])
+end
+for j = e + 2 * m, #ARGV, 2 do
+  local cur = tonumber(redis.call('GET', ARGV[j]) or '-1')
+  if tonumber(ARGV[j + 1]) > cur then redis.call('SET', ARGV[j], ARGV[j + 1]) end
 end
 return 0
 """
@@ -146,32 +152,53 @@ class RedisDedupStore:
             args += (tap_id, f"{partition}:{offset}")
         return [bool(x) for x in await self._first(args=args)]
 
+    def _next_key(self, topic: str, partition: int) -> bytes:
+        return b"%s:next:%s:%d" % (self._prefix, topic.encode(), partition)
+
+    async def next_offsets(self, topic: str, partitions: Sequence[int]) -> dict[int, int | None]:
+        """Per partition, the offset after the last one decided (None: nothing decided yet)."""
+        if not partitions:
+            return {}
+        raw = await self._redis.mget([self._next_key(topic, p) for p in partitions])
+        return {p: None if r is None else int(r) for p, r in zip(partitions, raw)}
+
     async def decide(
-        self, taps: Sequence[tuple[StudentSlot, str, int]], *, attempts: int = 5
+        self,
+        taps: Sequence[tuple[StudentSlot, str, int]],
+        *,
+        topic: str = "",
+        next_offsets: dict[int, int] | None = None,
+        attempts: int = 5,
     ) -> list[str | None]:
-        """Decide a batch of (slot, tap type, offset) atomically; one reason per tap."""
-        if not taps:
-            return []
+        """Decide a batch of (slot, tap type, offset) atomically; one reason per tap.
+
+        `next_offsets` (partition -> offset after the batch) is recorded in the
+        same atomic write, so "decided up to here" never runs ahead of the states.
+        """
         slots = list({t[0]: None for t in taps})
+        nexts = [(self._next_key(topic, p), o) for p, o in (next_offsets or {}).items()]
         for _ in range(attempts):
             flat: list[bytes] = []
             for s in slots:
                 flat += (s.key, s.field)
-            raw = await self._read(args=flat)
+            raw = await self._read(args=flat) if flat else []
             known = {s: decode_state(r) for s, r in zip(slots, raw)}
             before = {s: r for s, r in zip(slots, raw)}
             reasons, changed = decide_batch(
                 (Candidate(s, kind, off) for s, kind, off in taps), known
             )
-            if not changed:
+            if not changed and not nexts:
                 return reasons
-            args: list[bytes | int] = [len(changed)]
             expiries: dict[bytes, int] = {}
+            for s in changed:
+                expiries.setdefault(s.key, self.expire_at(s.day))
+            args: list[bytes | int] = [len(changed), len(expiries)]
             for s, state in changed.items():
                 args += (s.key, s.field, before[s], encode_state(state))
-                expiries.setdefault(s.key, self.expire_at(s.day))
             for key, at in expiries.items():
                 args += (key, at)
+            for key, offset in nexts:
+                args += (key, offset)
             if await self._cas(args=args) == 0:
                 return reasons
         raise DedupConflict(f"dedup state kept changing during {attempts} attempts")

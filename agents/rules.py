@@ -77,3 +77,33 @@ def decide_batch(
             states[c.student] = after
             changed[c.student] = after
     return reasons, changed
+
+
+def in_partition_order(
+    positions: Iterable[tuple[int, int]], next_offsets: Mapping[int, int | None]
+) -> tuple[list[bool], dict[int, int], dict[int, int]]:
+    """Which records may be decided now, so every partition is decided strictly in order.
+
+    `positions` are (partition, offset) in delivery order; `next_offsets` the
+    offset after the last record decided per partition (None: none yet).
+    A record below that is a re-delivery (decided again, harmlessly); the one
+    at it moves the partition on; one beyond it means records in between were
+    not delivered (the consumer can skip records around a rebalance), so it
+    and the rest of its partition wait until those are read again.
+    Returns a keep flag per record, the new next offset per partition, and
+    the offset to read again from per partition that has a gap.
+    """
+    nexts = dict(next_offsets)
+    keep: list[bool] = []
+    gaps: dict[int, int] = {}
+    for partition, offset in positions:
+        expected = nexts.get(partition)
+        if partition in gaps or (expected is not None and offset > expected):
+            keep.append(False)
+            gaps.setdefault(partition, expected)  # type: ignore[arg-type]
+            continue
+        keep.append(True)
+        if expected is None or offset >= expected:
+            nexts[partition] = offset + 1
+    moved = {p: o for p, o in nexts.items() if o is not None and o != next_offsets.get(p)}
+    return keep, moved, gaps

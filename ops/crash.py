@@ -276,10 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--logs", type=Path, default=None, help="keep the stack's folder (logs) here")
     args = parser.parse_args(argv)
     tz_name = "Asia/Kolkata"
-    with tempfile.TemporaryDirectory(prefix="rollcall-crash-") as state:
-        stack = EmbeddedStack(Path(state), extra_env={"SCHOOL_TZ": tz_name, "DLQ_REPLAY_CRON": ""})
+    with tempfile.TemporaryDirectory(prefix="rollcall-crash-") as tmp:
+        state = args.logs or Path(tmp)
+        stack = EmbeddedStack(state, extra_env={"SCHOOL_TZ": tz_name, "DLQ_REPLAY_CRON": ""})
         try:
             print(f"starting a stack with {args.workers} workers (seed {args.seed})")
             stack.up(workers=args.workers)

@@ -273,7 +273,20 @@ class EmbeddedStack:
                 time.sleep(0.05)
         self._pidfile(name).unlink(missing_ok=True)
 
+    def forget_derived_state(self) -> None:
+        """The broker keeps nothing (memory storage): offsets start again at 0, so the
+        dedup state and table stores derived from the old offsets must go too."""
+        for name in self.running():
+            if name not in ("broker", "mongo"):
+                self.stop(name)
+        shutil.rmtree(self.state / "appendonlydir", ignore_errors=True)
+        for folder in self.state.glob("worker-*"):
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+
     def up(self, *, app: bool = True, workers: int = 1) -> list[str]:
+        if not self.pid("broker"):
+            self.forget_derived_state()
         started = [s.name for s in self.infrastructure() if self.start(s)]
         self.write_env_file()
         if app:
