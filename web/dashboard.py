@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiokafka.partitioner import murmur2
 from faust.web import Request, Response, View
 from yarl import URL
 
@@ -45,12 +46,18 @@ def is_self(url: URL) -> bool:
     return _ident(url) == _ident(URL(str(app.conf.canonical_url)))
 
 
+def partition_of(school_id: str) -> int:
+    """The partition the ingress's producer (Kafka's default partitioner) puts a school in."""
+    return (murmur2(school_id.encode()) & 0x7FFFFFFF) % settings.topic_partitions
+
+
 def owner_of(school_id: str) -> URL | None:
     """The worker holding the school's partition (taps and table share it), if known."""
-    try:
-        return app.assignor.key_store(school_days.changelog_topic.get_topic_name(), school_id.encode())
-    except KeyError:  # no assignment yet (rebalancing)
-        return None
+    partition = partition_of(school_id)
+    for host, topics in app.router.table_metadata(school_days.name).items():
+        if any(partition in partitions for partitions in topics.values()):
+            return URL(host)
+    return None  # no assignment yet (rebalancing): answer from here
 
 
 def peers() -> list[URL]:
