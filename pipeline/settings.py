@@ -56,6 +56,8 @@ class Settings:
     replay_batch: int = 500
     dlq_replay_cron: str = "0 * * * *"
     worker_url: str = ""
+    batch_max_taps: int = 1000
+    batch_max_bytes: int = 2 * 1024 * 1024
     tz: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -94,4 +96,6 @@ class Settings:
             dlq_max_attempts=int(_number("DLQ_MAX_ATTEMPTS", "3", int, 1)),
             dlq_replay_cron=os.environ.get("DLQ_REPLAY_CRON", "0 * * * *").strip(),
             worker_url=_env("WORKER_URL", ""),
+            batch_max_taps=int(_number("INGRESS_BATCH_MAX_TAPS", "1000", int, 1, 100_000)),
+            batch_max_bytes=int(_number("INGRESS_BATCH_MAX_BYTES", str(2 * 1024 * 1024), int, 1024)),
         )

@@ -96,16 +96,15 @@ class Broker:
     def available(self) -> bool:
         return self.producer is not None and self._probe is None
 
-    async def send(self, key: bytes, value: bytes) -> None:
-        """Return once the broker acknowledged; raise TimeoutError or KafkaError otherwise."""
+    async def send(self, records: list[tuple[bytes, bytes]]) -> None:
+        """Return once the broker acknowledged every record; raise TimeoutError or KafkaError otherwise."""
         if not self.available:
             raise KafkaError(self.last_error or "not connected")
-        timeout = self._settings.produce_timeout_s
+        topic = self._settings.taps_topic
         try:
-            fut = await asyncio.wait_for(
-                self.producer.send(self._settings.taps_topic, key=key, value=value), timeout
-            )
-            await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(self._settings.produce_timeout_s):
+                futures = [await self.producer.send(topic, key=k, value=v) for k, v in records]
+                await asyncio.gather(*futures)
         except (asyncio.TimeoutError, KafkaError) as exc:
             self._open_circuit(exc)
             raise
@@ -130,16 +129,16 @@ class Broker:
             return
 
 
-async def _body(request: web.Request) -> Any:
+async def _body(request: web.Request, max_bytes: int = MAX_BODY) -> Any:
     """The JSON body, or an aiohttp error response raised for the caller to return."""
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(
             text=orjson.dumps({"error": "Content-Type must be application/json"}).decode(),
             content_type="application/json",
         )
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
-    raw = await request.read()
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=request.content_length)
+    raw = await _read_at_most(request, max_bytes)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -147,6 +146,17 @@ async def _body(request: web.Request) -> Any:
             text=orjson.dumps({"errors": [{"field": "body", "message": f"malformed JSON: {exc}"}]}).decode(),
             content_type="application/json",
         ) from None
+
+
+async def _read_at_most(request: web.Request, max_bytes: int) -> bytes:
+    """Read the body, stopping with 413 as soon as it passes `max_bytes` (chunked bodies too)."""
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def post_attendance(request: web.Request) -> web.Response:
@@ -159,11 +169,40 @@ async def post_attendance(request: web.Request) -> web.Response:
     except InvalidTap as exc:
         return _errors(exc.errors)
     try:
-        await request.app[BROKER].send(tap.schoolId.encode(), encode_tap(tap))
+        await request.app[BROKER].send([(tap.schoolId.encode(), encode_tap(tap))])
     except (asyncio.TimeoutError, KafkaError) as exc:
         log.warning("tap %s not acknowledged: %s", tap.id, type(exc).__name__)
         return unavailable("the broker did not acknowledge the tap in time; retry later")
     return _json({"id": tap.id}, 202)
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    """A device's backlog: every tap valid, or nothing produced; 202 once all are acknowledged.
+
+    On 503 some taps may have reached the broker: the device sends the batch
+    again, and dedup rejects the copies of those that counted.
+    """
+    settings = request.app[SETTINGS]
+    body = await _body(request, max_bytes=settings.batch_max_bytes)
+    if not isinstance(body, list):
+        return _errors([FieldError("body", "must be a JSON array of taps")])
+    if not 1 <= len(body) <= settings.batch_max_taps:
+        return _errors([FieldError("body", f"must hold 1 to {settings.batch_max_taps} taps, got {len(body)}")])
+    now_ms = int(time.time() * 1000)
+    taps, errors = [], []
+    for index, item in enumerate(body):
+        try:
+            taps.append(tap_from_body(item, now_ms=now_ms, max_age_days=settings.max_tap_age_days))
+        except InvalidTap as exc:
+            errors += [{"index": index, **e.as_json()} for e in exc.errors]
+    if errors:
+        return _json({"errors": errors}, 400)
+    try:
+        await request.app[BROKER].send([(t.schoolId.encode(), encode_tap(t)) for t in taps])
+    except (asyncio.TimeoutError, KafkaError) as exc:
+        log.warning("batch of %d not acknowledged: %s", len(taps), type(exc).__name__)
+        return unavailable("the broker did not acknowledge every tap in time; send the batch again")
+    return _json({"ids": [t.id for t in taps]}, 202)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -174,7 +213,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+    # Body limits are enforced per route in _body (64 KiB for one tap, more for a batch).
+    app = web.Application(client_max_size=max(MAX_BODY, settings.batch_max_bytes))
     app[SETTINGS] = settings
     app[BROKER] = Broker(settings)
 
@@ -185,6 +225,7 @@ def build_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/attendances", post_attendance)
+    app.router.add_post("/attendances/batch", post_batch)
     app.router.add_get("/health", health)
     return app
 

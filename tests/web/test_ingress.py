@@ -138,3 +138,51 @@ async def test_unreachable_broker_gives_503_quickly_never_202(unused_tcp_port: i
         health = await client.get("/health")
         assert health.status == 503
         await asyncio.sleep(0)
+
+
+def batch(stack: RunningStack, body: object) -> requests.Response:
+    return stack.http.post(f"{stack.ingress_url}/attendances/batch", json=body, timeout=30)
+
+
+def test_batch_of_valid_taps_is_acknowledged_and_counted(stack: RunningStack) -> None:
+    school = new_school()
+    taps = [tap("checkin", new_student(), school) for _ in range(300)]
+    taps += [dict(taps[0]), dict(taps[1])]  # bounces inside the backlog
+    resp = batch(stack, taps)
+    assert resp.status_code == 202
+    assert len(resp.json()["ids"]) == 302 and len(set(resp.json()["ids"])) == 302
+    day = local_date(now_ms(), ZoneInfo(TEST_TZ))
+    seen = wait_for(lambda: stack.school(school, day), lambda s: s["checkins"] + s["rejected"] == 302)
+    assert (seen["checkins"], seen["rejected"]) == (300, 2)
+
+
+def test_batch_with_any_invalid_tap_is_400_with_indexes_and_produces_nothing(stack: RunningStack) -> None:
+    school = new_school()
+    good = tap("checkin", new_student(), school)
+    resp = batch(stack, [good, {**good, "temperature": 50}, {**good, "type": "x", "userId": ""}])
+    assert resp.status_code == 400
+    errors = resp.json()["errors"]
+    assert {(e["index"], e["field"]) for e in errors} == {(1, "temperature"), (2, "type"), (2, "userId")}
+    assert stack.post_tap(tap("checkout", new_student(), school)).status_code == 202  # marker
+    day = local_date(now_ms(), ZoneInfo(TEST_TZ))
+    wait_for(lambda: stack.school(school, day), lambda s: s["rejected"] == 1)
+    time.sleep(1)
+    assert stack.school(school, day)["checkins"] == 0, "the valid tap of a rejected batch was not produced"
+
+
+@pytest.mark.parametrize("body", [{}, [], "x"])
+def test_batch_that_is_not_a_non_empty_array_is_400(stack: RunningStack, body: object) -> None:
+    assert batch(stack, body).status_code == 400
+
+
+def test_batch_over_the_tap_limit_is_400_and_over_the_size_limit_413(stack: RunningStack) -> None:
+    one = tap("checkin", new_student(), new_school())
+    assert batch(stack, [one] * 1001).status_code == 400
+    huge = [{**one, "image": "x" * 2048}] * 1000  # about 2.2 MB
+    assert batch(stack, huge).status_code == 413
+
+
+def test_batch_needs_json_content_type(stack: RunningStack) -> None:
+    resp = requests.post(f"{stack.ingress_url}/attendances/batch", data=b"[]",
+                         headers={"Content-Type": "text/plain"}, timeout=10)
+    assert resp.status_code == 415
