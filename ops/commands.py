@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from aiokafka.errors import KafkaError
+from pymongo.errors import PyMongoError
 
 from faust.cli import option
 
 from ops import dlq
+from ops.seed import seed_roster
 from pipeline.app import app, settings
 from pipeline.documents import FAILED, PENDING, REPLAYED, REPLAYING
 
 STATUSES = [PENDING, REPLAYING, REPLAYED, FAILED]
+
+
+@contextmanager
+def operator_errors(command: str) -> Iterator[None]:
+    """An operator gets one clear line, not a traceback, for bad input or an unreachable store."""
+    try:
+        yield
+    except ValueError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        raise SystemExit(2)
+    except PyMongoError as exc:
+        print(f"{command}: MongoDB at {settings.mongo_url} is not answering ({type(exc).__name__})", file=sys.stderr)
+        raise SystemExit(1)
+    except (KafkaError, OSError) as exc:
+        print(f"{command}: the broker at {settings.kafka_bootstrap} is not answering ({type(exc).__name__})", file=sys.stderr)
+        raise SystemExit(1)
 
 
 @app.command(
@@ -25,7 +47,8 @@ async def dlq_replay(self, limit: int | None, error_type: str | None, ids: tuple
     bad = [s for s in statuses if s not in STATUSES]
     if bad:
         raise SystemExit(f"unknown status {bad}; choose from {STATUSES}")
-    result = await dlq.replay(settings, limit=limit, error_type=error_type, ids=list(ids), statuses=list(statuses))
+    with operator_errors("dlq-replay"):
+        result = await dlq.replay(settings, limit=limit, error_type=error_type, ids=list(ids), statuses=list(statuses))
     print(f"replayed {result.replayed} dead letters in {result.batches} batches")
 
 
@@ -35,7 +58,9 @@ async def dlq_replay(self, limit: int | None, error_type: str | None, ids: tuple
 )
 async def dlq_list(self, status: str | None, limit: int) -> None:
     """Show dead letters: id, status, attempts, error and the original value."""
-    for d in await dlq.listing(settings, status=status, limit=limit):
+    with operator_errors("dlq-list"):
+        letters = await dlq.listing(settings, status=status, limit=limit)
+    for d in letters:
         err = d["error"]
         print(f"{d['_id']}  {d['status']:<9} attempts={d['attempts']}  {err['stage']} {err['type']}: {err['message'][:120]}")
         print(f"    value: {(d.get('valueText') or '<binary or empty>')[:200]}")
@@ -47,12 +72,25 @@ async def dlq_list(self, status: str | None, limit: int) -> None:
 )
 async def dlq_fix(self, record_id: str, value: str) -> None:
     """Replace a dead letter's value with a corrected one and mark it pending."""
-    try:
+    with operator_errors("dlq-fix"):
         await dlq.fix(settings, record_id, value)
-    except ValueError as exc:
-        print(f"dlq-fix: {exc}", file=sys.stderr)
-        raise SystemExit(2)
     print(f"{record_id} fixed; replay it with: faust -A pipeline.app dlq-replay --id {record_id}")
+
+
+@app.command(
+    option("--schools", type=int, required=True, help="How many schools (SCH-0001 ...)."),
+    option("--students", type=int, required=True, help="Students per school."),
+    option("--seed", type=int, default=1, help="Same seed, same ids: re-running adds nothing."),
+)
+async def seed(self, schools: int, students: int, seed: int) -> None:
+    """Write the roster (schools and students) to MongoDB in bulk, with a progress bar."""
+    with operator_errors("seed"):
+        result = await seed_roster(settings, schools=schools, students_per_school=students, seed=seed)
+    print(
+        f"seeded {result.schools_written} schools ({result.schools_present} already there), "
+        f"{result.students_written} students ({result.students_present} already there) "
+        f"in {result.seconds:.1f} s ({result.students_per_s:,.0f} students/s)"
+    )
 
 
 async def scheduled_replay() -> None:

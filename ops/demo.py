@@ -23,7 +23,14 @@ from typing import Any
 from urllib.parse import quote
 
 # Imported first: locust patches the standard library for gevent on import.
-from ops.locustfile import GateDevice, Player, install, service_url, stack_env_defaults
+from ops.locustfile import (
+    GateDevice,
+    Pacer,
+    Player,
+    install,
+    service_url,
+    stack_env_defaults,
+)
 
 import gevent  # noqa: E402
 import gevent.pool  # noqa: E402
@@ -201,11 +208,23 @@ def _fmt_rate(count: int, seconds: float) -> str:
     return f"{count / seconds:,.0f}" if seconds > 0 else "-"
 
 
-def play(morning: Morning, ingress: str, users: int) -> Player:
-    """Send every phase through locust, in order; show progress while it runs."""
+def play(
+    morning: Morning,
+    ingress: str,
+    users: int,
+    *,
+    pacer: Pacer | None = None,
+    env: Environment | None = None,
+    tag: str = "demo",
+) -> Player:
+    """Send every phase through locust, in order; show progress while it runs.
+
+    `pacer` holds each tap to a send schedule (default: as fast as the users go);
+    pass `env` to read locust's statistics afterwards.
+    """
     # Held until every connection is up, so the rates measure sending, not ramp-up.
-    player = install(morning, held=True)
-    env = Environment(user_classes=[GateDevice], host=ingress)
+    player = install(morning, held=True, pacer=pacer)
+    env = env or Environment(user_classes=[GateDevice], host=ingress)
     runner = env.create_local_runner()
     runner.start(users, spawn_rate=min(users, 100))
     if runner.spawning_greenlet is not None:
@@ -222,7 +241,7 @@ def play(morning: Morning, ingress: str, users: int) -> Player:
             if player.answered != last_answered:
                 stalled_since = now
             elif now - stalled_since > GateDevice.network_timeout * 2:
-                print("\ndemo: no tap answered for a minute; giving up", flush=True)
+                print(f"\n{tag}: no tap answered for a minute; giving up", flush=True)
                 break
             last_answered, last_time = player.answered, now
             phase = max(player.phase, 0)
@@ -251,7 +270,7 @@ def play(morning: Morning, ingress: str, users: int) -> Player:
     return player
 
 
-def wait_for_dashboard(dashboard: Dashboard, key: Key, seconds: float) -> bool:
+def wait_for_dashboard(dashboard: Dashboard, key: Key, seconds: float, tag: str = "demo") -> bool:
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -259,7 +278,7 @@ def wait_for_dashboard(dashboard: Dashboard, key: Key, seconds: float) -> bool:
             return True
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
             if time.monotonic() > deadline:
-                print(f"demo: dashboard not answering at {dashboard.base_url}: {exc}")
+                print(f"{tag}: dashboard not answering at {dashboard.base_url}: {exc}")
                 return False
         time.sleep(1)
 
@@ -310,11 +329,17 @@ def print_table(
     raw: dict[Key, Seen | Exception],
     baseline: dict[Key, Seen],
     problems: dict[Key, list[str]],
+    *,
+    per_school: bool = True,
+    tag: str = "demo",
 ) -> None:
-    """Dashboard / expected for every number of every school, mismatches marked with '!'."""
+    """Dashboard / expected for every number of every school, mismatches marked with '!'.
+
+    Without `per_school` only the TOTAL row is shown (large runs).
+    """
     width = 14
     head = f"{'school':<10}" + "".join(f"{n:>{width}}" for n in NUMBERS) + "  by-reason  hours"
-    print(f"\nschool day {morning.date}, dashboard/expected (increase since the demo started):")
+    print(f"\nschool day {morning.date}, dashboard/expected (increase since the {tag} started):")
     print(head)
     sums_got = dict.fromkeys(NUMBERS, 0)
     sums_want = dict.fromkeys(NUMBERS, 0)
@@ -337,7 +362,8 @@ def print_table(
             reasons_ok = hours_ok = False
         row = f"{key[0]:<10}" + "".join(f"{c:>{width}}" for c in cells)
         row += f"  {'ok' if reasons_ok else 'MISMATCH':<9}  {'ok' if hours_ok else 'MISMATCH'}"
-        print(row)
+        if per_school:
+            print(row)
     total_cells = [
         f"{sums_got[n]}/{sums_want[n]}{'' if sums_got[n] == sums_want[n] else '!'}" for n in NUMBERS
     ]

@@ -21,7 +21,7 @@ import sys
 import time
 from collections import Counter, deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 import orjson
@@ -77,18 +77,38 @@ def service_url(name: str) -> str | None:
     return value.rstrip("/") if value else None
 
 
+class Pacer(Protocol):
+    """Decides when each tap may go, so the offered rate does not depend on latency."""
+
+    def delay(self, now: float) -> float:
+        """Reserve the next send slot; seconds from `now` until it."""
+        ...
+
+    def restart(self) -> None:
+        """Forget the schedule: a phase that opens starts without credit or debt."""
+        ...
+
+
 class Player:
     """Hands out taps one phase at a time.
 
     A phase opens only when every tap of the previous one has been answered:
     the expected totals assume the ingress acknowledged all of phase N before
     any tap of phase N+1. Gevent is cooperative, so no locks are needed.
+    With a pacer, each tap waits for its send slot (taps go as fast as the
+    users allow without one).
     """
 
     def __init__(
-        self, phases: list[list[Tap]], names: tuple[str, ...] = PHASE_NAMES, *, held: bool = False
+        self,
+        phases: list[list[Tap]],
+        names: tuple[str, ...] = PHASE_NAMES,
+        *,
+        held: bool = False,
+        pacer: Pacer | None = None,
     ) -> None:
         self.names = names
+        self.pacer = pacer
         self.sizes = [len(phase) for phase in phases]
         self.total = sum(self.sizes)
         self._phases = phases
@@ -123,6 +143,8 @@ class Player:
             self.phase += 1
             if self._phases[self.phase]:
                 self._queue = deque(self._phases[self.phase])
+                if self.pacer is not None:
+                    self.pacer.restart()
                 return True
         self.finished = self._last_answer or time.monotonic()
         self.done.set()
@@ -133,14 +155,19 @@ class Player:
         self._go.wait()
         while True:
             if self._queue:
+                phase, tap = self.phase, self._queue.popleft()
+                self.in_flight += 1  # from here on the phase cannot close under this tap
+                if self.pacer is not None:
+                    wait = self.pacer.delay(time.monotonic())
+                    if wait > 0:
+                        gevent.sleep(wait)
                 now = time.monotonic()
                 if self.started is None:
                     self.started = now
-                if self.phase_started[self.phase] is None:
-                    self.phase_started[self.phase] = now
-                self.in_flight += 1
+                if self.phase_started[phase] is None:
+                    self.phase_started[phase] = now
                 self.sent += 1
-                return self.phase, self._queue.popleft()
+                return phase, tap
             if self.done.is_set():
                 return None
             if self.in_flight:
@@ -174,11 +201,11 @@ PLAYER: Player | None = None
 MORNING: Morning | None = None
 
 
-def install(morning: Morning, *, held: bool = False) -> Player:
+def install(morning: Morning, *, held: bool = False, pacer: Pacer | None = None) -> Player:
     """Make `morning` the plan the users play; returns its player."""
     global PLAYER, MORNING
     MORNING = morning
-    PLAYER = Player(morning.phases, morning.phase_names, held=held)
+    PLAYER = Player(morning.phases, morning.phase_names, held=held, pacer=pacer)
     return PLAYER
 
 
@@ -219,7 +246,8 @@ def expected_json(morning: Morning) -> dict[str, Any]:
 
 
 class GateDevice(FastHttpUser):
-    """One gate device's connection: posts the next tap as soon as the last is answered."""
+    """One gate device's connection: posts the next tap as soon as the last is answered
+    (or, with a pacer installed, as soon as its send slot comes)."""
 
     host = service_url("INGRESS_URL")
     wait_time = constant(0)

@@ -59,3 +59,34 @@ def test_health_reports_connections(stack: RunningStack) -> None:
     assert body["status"] == "ok"
     assert body["broker"].endswith(stack.kafka_bootstrap)
     assert any(a.startswith("attendance-taps:") for a in body["assigned"])
+
+
+def test_every_worker_gives_the_same_answers(stack: RunningStack) -> None:
+    """Two workers over 8 partitions: each school's view and the all-schools view agree on both."""
+    day = local_date(now_ms(), ZoneInfo(TEST_TZ))
+    stack.stack.start(stack.stack.service("worker-2"))
+    try:
+        second = f"http://127.0.0.1:{stack.stack.port('web-2')}"
+        schools = [new_school() for _ in range(12)]
+        for i, school in enumerate(schools):
+            for _ in range(i + 1):
+                assert stack.post_tap(tap("checkin", new_student(), school)).status_code == 202
+        for i, school in enumerate(schools):
+            wait_for(lambda: stack.school(school, day), lambda s: s["checkins"] == i + 1)
+        owners = set()
+        for i, school in enumerate(schools):
+            answers = [stack.http.get(f"{base}/schools/{school}/", params={"date": day}).json()
+                       for base in (stack.web_url, second)]
+            assert answers[0] == answers[1] and answers[0]["checkins"] == i + 1
+            local = [stack.http.get(f"{base}/schools/{school}/", params={"date": day},
+                                    headers={"X-Rollcall-Forwarded": "1"}).json()["checkins"]
+                     for base in (stack.web_url, second)]
+            owners.add(local.index(i + 1) if i + 1 in local else None)
+        assert owners == {0, 1}, "the schools are spread over both workers"
+        lists = [stack.http.get(f"{base}/schools/", params={"date": day, "limit": 10000}).json()
+                 for base in (stack.web_url, second)]
+        assert lists[0] == lists[1]
+        assert {r["schoolId"] for r in lists[0]["schools"]} >= set(schools)
+    finally:
+        stack.stack.stop("worker-2")
+    wait_for(lambda: stack.school(schools[0], day), lambda s: s["checkins"] == 1)
