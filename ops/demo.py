@@ -417,77 +417,120 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"demo: ingress {ingress}, dashboard {web}, {args.users} connections")
 
-    try:
-        requests.get(f"{ingress}/attendances", timeout=5)
-    except requests.RequestException as exc:
-        print(f"demo: ingress not reachable at {ingress}: {exc}")
+    prepared = prepare(
+        morning, ingress, web, settings, settle=args.settle, seed_given=args.seed is not None
+    )
+    if prepared is None:
         return 1
-    dashboard = Dashboard(web)
-    keys = sorted(morning.expected)
-    if not wait_for_dashboard(dashboard, keys[0], args.settle):
-        return 1
-    worker_tz = dashboard.school_tz()
-    if worker_tz and worker_tz != settings.school_tz:
-        print(
-            f"demo: warning: the worker counts in SCHOOL_TZ={worker_tz}, this demo plans in "
-            f"{settings.school_tz}; export SCHOOL_TZ={worker_tz} for exact school days and hours"
-        )
-    before = dashboard.schools(keys)
-    failed = [f"{k[0]}: {v}" for k, v in before.items() if isinstance(v, Exception)]
-    if failed:
-        print(f"demo: cannot read the dashboard before sending: {failed[0]}")
-        return 1
-    baseline: dict[Key, Seen] = {k: v for k, v in before.items() if isinstance(v, Seen)}
-    busy = [k[0] for k, v in baseline.items() if any(v.totals.values())]
-    if busy:
-        print(
-            f"demo: {len(busy)} schools already have counts for {morning.date}; "
-            "comparing increases"
-        )
-        if args.seed is not None:
-            print(
-                "demo: note: a repeated --seed replays the same students, whose taps would now "
-                "be duplicates; leave --seed out for a fresh roster"
-            )
-
+    dashboard, baseline = prepared
     player = play(morning, ingress, args.users)
+    lines = verify(dashboard, morning, baseline, player, args.settle)
     failures = sum(player.failures.values())
     unanswered = player.total - player.answered
-    # With failed taps the numbers cannot be expected to match: look once, do not wait.
-    wait = 0.0 if failures or unanswered else args.settle
-    raw, problems = settle(dashboard, morning, baseline, wait)
-    print_table(morning, raw, baseline, problems)
-    listing = []
-    if not problems:
-        listing = check_listing(
-            dashboard, morning, {k: v for k, v in raw.items() if isinstance(v, Seen)}
-        )
 
     took = player.elapsed
     head = (
         f"demo: {player.sent:,} taps sent in {took:.1f} s ({_fmt_rate(player.sent, took)} taps/s), "
         f"{len(morning.schools)} schools"
     )
-    ok = not problems and not listing and not failures and not unanswered
-    if ok:
+    if not lines and not failures and not unanswered:
         print(f"{head}, all numbers match")
         return 0
-    lines = [f"{k[0]} {k[1]}: {p}" for k, found in sorted(problems.items()) for p in found]
-    lines += listing
     print(f"{head}, {len(lines)} mismatches" if lines else head)
+    report_problems(lines, player)
+    return 1
+
+
+def prepare(
+    morning: Morning,
+    ingress: str,
+    web: str,
+    settings: Settings,
+    *,
+    settle: float,
+    seed_given: bool,
+    tag: str = "demo",
+) -> tuple[Dashboard, dict[Key, Seen]] | None:
+    """Check both services answer and read the dashboard before sending (the baseline that
+    makes the verdict an increase); None, with the reason printed, when that fails."""
+    try:
+        requests.get(f"{ingress}/attendances", timeout=5)
+    except requests.RequestException as exc:
+        print(f"{tag}: ingress not reachable at {ingress}: {exc}")
+        return None
+    dashboard = Dashboard(web)
+    keys = sorted(morning.expected)
+    if not wait_for_dashboard(dashboard, keys[0], settle, tag):
+        return None
+    worker_tz = dashboard.school_tz()
+    if worker_tz and worker_tz != settings.school_tz:
+        print(
+            f"{tag}: warning: the worker counts in SCHOOL_TZ={worker_tz}, this {tag} plans in "
+            f"{settings.school_tz}; export SCHOOL_TZ={worker_tz} for exact school days and hours"
+        )
+    before = dashboard.schools(keys)
+    failed = [f"{k[0]}: {v}" for k, v in before.items() if isinstance(v, Exception)]
+    if failed:
+        print(f"{tag}: cannot read the dashboard before sending: {failed[0]}")
+        return None
+    baseline: dict[Key, Seen] = {k: v for k, v in before.items() if isinstance(v, Seen)}
+    busy = [k[0] for k, v in baseline.items() if any(v.totals.values())]
+    if busy:
+        print(
+            f"{tag}: {len(busy)} schools already have counts for {morning.date}; "
+            "comparing increases"
+        )
+        if seed_given:
+            print(
+                f"{tag}: note: a repeated --seed replays the same students, whose taps would now "
+                "be duplicates; leave --seed out for a fresh roster"
+            )
+    return dashboard, baseline
+
+
+def verify(
+    dashboard: Dashboard,
+    morning: Morning,
+    baseline: dict[Key, Seen],
+    player: Player,
+    settle_s: float,
+    *,
+    per_school: bool = True,
+    tag: str = "demo",
+) -> list[str]:
+    """Wait for the dashboard to show the morning, print the table, and return every
+    mismatch as a line (empty: every number matches the ground truth)."""
+    failures = sum(player.failures.values())
+    unanswered = player.total - player.answered
+    # With failed taps the numbers cannot be expected to match: look once, do not wait.
+    wait = 0.0 if failures or unanswered else settle_s
+    raw, problems = settle(dashboard, morning, baseline, wait)
+    print_table(morning, raw, baseline, problems, per_school=per_school or bool(problems), tag=tag)
+    listing = []
+    if not problems:
+        listing = check_listing(
+            dashboard, morning, {k: v for k, v in raw.items() if isinstance(v, Seen)}
+        )
+    lines = [f"{k[0]} {k[1]}: {p}" for k, found in sorted(problems.items()) for p in found]
+    return lines + listing
+
+
+def report_problems(lines: list[str], player: Player, tag: str = "demo") -> None:
+    """The first mismatch lines and the non-202 answers, with samples."""
     for line in lines[:MAX_LISTED]:
         print(f"  {line}")
     if len(lines) > MAX_LISTED:
         print(f"  ... and {len(lines) - MAX_LISTED} more")
+    failures = sum(player.failures.values())
+    unanswered = player.total - player.answered
     if failures or unanswered:
         by_status = ", ".join(
             f"{status or 'no answer'} x {n}" for status, n in sorted(player.failures.items())
         )
-        print(f"demo: {failures} taps answered other than 202 ({by_status or 'none'})", end="")
+        print(f"{tag}: {failures} taps answered other than 202 ({by_status or 'none'})", end="")
         print(f", {unanswered} not answered" if unanswered else "")
         for sample in player.failure_samples:
             print(f"  {sample}")
-    return 1
 
 
 if __name__ == "__main__":
