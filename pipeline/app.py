@@ -40,27 +40,21 @@ app = faust.App(
     **({"canonical_url": settings.worker_url} if settings.worker_url else {}),
 )
 
-taps_topic = app.topic(
-    settings.taps_topic,
-    key_serializer="raw",
-    value_serializer="raw",
-    partitions=settings.topic_partitions,
-    internal=True,  # Faust creates it with TOPIC_PARTITIONS if missing
-)
-events_topic = app.topic(
-    settings.events_topic,
-    key_serializer="raw",
-    value_serializer="raw",
-    partitions=settings.topic_partitions,
-    internal=True,  # Faust creates it with TOPIC_PARTITIONS if missing
-)
-dlq_topic = app.topic(
-    settings.dlq_topic,
-    key_serializer="raw",
-    value_serializer="raw",
-    partitions=settings.topic_partitions,
-    internal=True,  # Faust creates it with TOPIC_PARTITIONS if missing
-)
+def raw_topic(name: str) -> faust.TopicT:
+    """Raw bytes in and out: each topic's codec is ours, so a record that does not decode
+    reaches the agent (and the DLQ) instead of failing inside Faust's deserializer."""
+    return app.topic(
+        name,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+        internal=True,  # Faust creates it with TOPIC_PARTITIONS if missing
+    )
+
+
+taps_topic = raw_topic(settings.taps_topic)
+events_topic = raw_topic(settings.events_topic)
+dlq_topic = raw_topic(settings.dlq_topic)
 
 # Registration happens on import; these modules use `app` and the topics above.
 import agents.dedup  # noqa: E402,F401
