@@ -38,9 +38,21 @@ class RunningStack:
         return self.http.post(f"{self.ingress_url}/attendances", json=tap, timeout=10)
 
     def school(self, school_id: str, day: str) -> dict[str, Any]:
-        resp = self.http.get(f"{self.web_url}/schools/{school_id}/", params={"date": day}, timeout=10)
-        resp.raise_for_status()
-        return resp.json()
+        """One school's view; a 503 while partitions move between workers is waited out."""
+        deadline = time.monotonic() + 40
+        while True:
+            resp = self.http.get(f"{self.web_url}/schools/{school_id}/", params={"date": day}, timeout=10)
+            if resp.status_code != 503 or time.monotonic() > deadline:
+                resp.raise_for_status()
+                return resp.json()
+            time.sleep(0.5)
+
+    def wait_for_sole_worker(self, timeout_s: float = 60) -> None:
+        """After a second worker left: worker-1 holds every partition again."""
+        def taps_partitions() -> int:
+            body = self.http.get(f"{self.web_url}/health/", timeout=5).json()
+            return sum(a.startswith("attendance-taps:") for a in body["assigned"])
+        wait_for(taps_partitions, lambda n: n == 8, timeout_s)
 
     def produce_raw(self, records: list[tuple[bytes | None, bytes | None]], topic: str = "attendance-taps") -> None:
         """Write records straight to the broker in one batch, as another client (kcat) would."""

@@ -17,6 +17,7 @@ def test_kills_joins_and_leaves_leave_every_counter_exact(stack: RunningStack) -
     harness = Harness(stack.stack, schools=5, students=30, kills=3, seed=7, tz=ZoneInfo(TEST_TZ))
     report = asyncio.run(harness.run(settle_timeout_s=120))
     print(report.summary())
+    stack.wait_for_sole_worker()
     assert report.kills == 3 and report.restarts == 3 and report.joins == 1 and report.leaves == 1
     assert report.taps > 1000, "the stream must still be flowing while workers die"
     assert report.counters_compared >= 5 * 7 and report.states_compared > 150

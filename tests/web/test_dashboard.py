@@ -89,4 +89,4 @@ def test_every_worker_gives_the_same_answers(stack: RunningStack) -> None:
         assert {r["schoolId"] for r in lists[0]["schools"]} >= set(schools)
     finally:
         stack.stack.stop("worker-2")
-    wait_for(lambda: stack.school(schools[0], day), lambda s: s["checkins"] == 1)
+        stack.wait_for_sole_worker()
