@@ -42,3 +42,11 @@ clean: down
 
 crash: venv
 	$(PY) -m ops.crash
+
+load: up
+	$(PY) -m ops.load
+
+# Speed and memory figures on the embedded stack (about 5 minutes); BENCH_ARGS="--only redis --quick" for a subset.
+bench: venv
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) -m ops.bench $(BENCH_ARGS)

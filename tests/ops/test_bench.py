@@ -23,11 +23,13 @@ from ops.bench import (
     Options,
     collision_note,
     device_tap,
+    format_cpu,
     format_table,
     parse_args,
     parse_wrk,
     percentile,
     process_tree,
+    profile_summary,
     status_kb,
 )
 from ops.bench_redis import RedisMemory, SchemeBytes, false_duplicate_pairs, object_ids
@@ -138,6 +140,26 @@ def test_figure_verdict() -> None:
     assert Figure("s", "n", 1.0, "", "1", "x", False).verdict == "MISS"
 
 
+def test_profile_summary_counts_self_time_by_function_and_package() -> None:
+    raw = "\n".join([
+        "<module> (faust:6);decide_taps (agents/dedup.py:101);pack_command (redis/asyncio/connection.py:1340) 30",
+        "<module> (faust:6);decide_taps (agents/dedup.py:101);slot (agents/dedup_store.py:140) 10",
+        "<module> (faust:6);select (selectors.py:468) 10",
+        "<module> (faust:6);pack_command (redis/asyncio/connection.py:1351) 50",
+        "not a stack line",
+    ])
+    summary = profile_summary(raw)
+    assert summary["samples"] == 100
+    assert summary["functions"][0] == ("pack_command (redis/asyncio/connection.py)", 0.8)
+    assert dict(summary["packages"]) == {"redis": 0.8, "agents": 0.1, "selectors": 0.1}
+    assert profile_summary("") == {"samples": 0, "functions": [], "packages": []}
+
+
+def test_format_cpu_lists_processes_and_total() -> None:
+    text = format_cpu({"worker-1": 98.4, "mongo": 47.0, "bench": 1.2})
+    assert text == "worker-1 98%, mongo 47%, bench 1% (total 147%)"
+
+
 # ----- collision formula and memory arithmetic ----------------------------------------------------
 def test_false_duplicates_for_the_reference_day() -> None:
     n = 5_000_000
@@ -218,6 +240,7 @@ def test_full_run_meets_the_issue_minimums() -> None:
     options = Options()
     assert options.redis_students >= 1_000_000
     assert options.min_pipeline_taps >= 200_000
+    assert options.pipeline_schools * options.pipeline_students * 2 >= options.min_pipeline_taps
     assert options.e2e_rate == 1400 and options.e2e_seconds >= 20
     planned = options.wrk_rounds * 2 * options.wrk_seconds + options.e2e_seconds + options.batch_seconds
     assert planned < 120  # the timed runs leave room for set-up within about 5 minutes
