@@ -328,31 +328,45 @@ def _package(path: str) -> str:
     return path.split("/", 1)[0].removesuffix(".py") or "?"
 
 
+OWN_PACKAGES = ("agents", "tables", "pipeline", "web", "ops")
+
+
 def profile_summary(raw: str, top: int = 8) -> dict[str, Any]:
-    """Self time by function and by package from py-spy's raw (collapsed stack) output."""
+    """From py-spy's raw (collapsed stack) output: self time by function and by package, and the
+    inclusive time of rollcall's own functions (entry points like `main` left out)."""
     functions: Counter[str] = Counter()
     packages: Counter[str] = Counter()
+    own: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        leaf = stack.rsplit(";", 1)[-1]
-        match = _FRAME.match(leaf)
-        func, path = (match.group("func"), match.group("path")) if match else (leaf, "")
         n = int(count)
+        total += n
+        frames = []
+        for frame in stack.split(";"):
+            match = _FRAME.match(frame)
+            frames.append((match.group("func"), match.group("path")) if match else (frame, ""))
+        func, path = frames[-1]
         functions[f"{func} ({path})"] += n
         packages[_package(path)] += n
-        total += n
-    share = lambda c: [(name, n / total) for name, n in c.most_common(top)]  # noqa: E731
-    return {"samples": total, "functions": share(functions) if total else [],
-            "packages": share(packages) if total else []}
+        for name in {f"{f} ({p})" for f, p in frames
+                     if _package(p) in OWN_PACKAGES and f not in ("<module>", "main")}:
+            own[name] += n
+
+    def share(counts: Counter[str]) -> list[tuple[str, float]]:
+        return [(name, n / total) for name, n in counts.most_common(top)] if total else []
+
+    return {"samples": total, "functions": share(functions), "packages": share(packages), "own": share(own)}
 
 
 def format_profile(name: str, summary: dict[str, Any]) -> str:
-    packages = ", ".join(f"{p} {f:.0%}" for p, f in summary["packages"][:6])
-    functions = ", ".join(f"{p} {f:.0%}" for p, f in summary["functions"][:6])
-    return f"profile {name} ({summary['samples']:,} samples): by package {packages}; top functions {functions}"
+    def listed(key: str) -> str:
+        return ", ".join(f"{p} {f:.0%}" for p, f in summary[key][:6])
+
+    return (f"profile {name} ({summary['samples']:,} samples): self time by package {listed('packages')}; "
+            f"top functions {listed('functions')}; inside rollcall's code (inclusive) {listed('own')}")
 
 
 class Profiler:

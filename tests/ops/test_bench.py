@@ -152,7 +152,10 @@ def test_profile_summary_counts_self_time_by_function_and_package() -> None:
     assert summary["samples"] == 100
     assert summary["functions"][0] == ("pack_command (redis/asyncio/connection.py)", 0.8)
     assert dict(summary["packages"]) == {"redis": 0.8, "agents": 0.1, "selectors": 0.1}
-    assert profile_summary("") == {"samples": 0, "functions": [], "packages": []}
+    own = dict(summary["own"])
+    assert own["decide_taps (agents/dedup.py)"] == 0.4  # inclusive: its callee's samples count
+    assert own["slot (agents/dedup_store.py)"] == 0.1
+    assert profile_summary("") == {"samples": 0, "functions": [], "packages": [], "own": []}
 
 
 def test_format_cpu_lists_processes_and_total() -> None:
