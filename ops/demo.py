@@ -370,6 +370,29 @@ def print_table(
     print(f"{'TOTAL':<10}" + "".join(f"{c:>{width}}" for c in total_cells))
 
 
+def plan_run(
+    args: argparse.Namespace, tag: str = "demo"
+) -> tuple[Settings, str, str, int, Morning] | None:
+    """Where the stack is and the morning to play (shared with `make load`); None if no stack."""
+    stack_env_defaults()
+    settings = Settings.from_env()
+    ingress = (args.ingress or service_url("INGRESS_URL") or "").rstrip("/")
+    web = (args.web or service_url("WEB_URL") or "").rstrip("/")
+    if not ingress or not web:
+        print(f"{tag}: INGRESS_URL and WEB_URL are not set and .stack/env has none (make up?)")
+        return None
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    morning = plan_morning(
+        args.schools,
+        args.students,
+        now_ms=int(time.time() * 1000),
+        tz=settings.tz,
+        fever_threshold=settings.fever_threshold,
+        seed=seed,
+    )
+    return settings, ingress, web, seed, morning
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ops.demo",
@@ -390,22 +413,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name} must be at least 1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    stack_env_defaults()
-    settings = Settings.from_env()
-    ingress = (args.ingress or service_url("INGRESS_URL") or "").rstrip("/")
-    web = (args.web or service_url("WEB_URL") or "").rstrip("/")
-    if not ingress or not web:
-        print("demo: INGRESS_URL and WEB_URL are not set and .stack/env has none (make up?)")
+    planned = plan_run(args)
+    if planned is None:
         return 1
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
-    morning = plan_morning(
-        args.schools,
-        args.students,
-        now_ms=int(time.time() * 1000),
-        tz=settings.tz,
-        fever_threshold=settings.fever_threshold,
-        seed=seed,
-    )
+    settings, ingress, web, seed, morning = planned
 
     def local(ms: int) -> str:
         return datetime.fromtimestamp(ms / 1000, settings.tz).strftime("%H:%M")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -209,29 +208,15 @@ def run(args: argparse.Namespace) -> int:
 
     # Imported here, not at the top: locust patches the standard library on import.
     from ops import demo
-    from ops.locustfile import GateDevice, service_url, stack_env_defaults
-    from ops.workload import plan_morning
+    from ops.locustfile import GateDevice
 
     from locust.env import Environment
-    from pipeline.settings import Settings
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    stack_env_defaults()
-    settings = Settings.from_env()
-    ingress = (args.ingress or service_url("INGRESS_URL") or "").rstrip("/")
-    web = (args.web or service_url("WEB_URL") or "").rstrip("/")
-    if not ingress or not web:
-        print(f"{TAG}: INGRESS_URL and WEB_URL are not set and .stack/env has none (make up?)")
+    planned = demo.plan_run(args, TAG)
+    if planned is None:
         return 1
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
-    morning = plan_morning(
-        args.schools,
-        args.students,
-        now_ms=int(time.time() * 1000),
-        tz=settings.tz,
-        fever_threshold=settings.fever_threshold,
-        seed=seed,
-    )
+    settings, ingress, web, seed, morning = planned
     sizes = ", ".join(f"{len(p):,}" for p in morning.phases)
     print(
         f"{TAG}: {args.schools} schools x {args.students} students, {morning.total_taps:,} taps "
