@@ -291,11 +291,24 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-class CpuMeter:
-    """Where the cores went during a measurement: % of one core per process of the stack and the bench."""
+def machine_busy_seconds() -> tuple[float, float]:
+    """CPU time the whole machine spent in processes, and in interrupts (loopback TCP is mostly
+    softirq time, which no process is charged for)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + steal) / tick, (irq + softirq) / tick
 
-    def __init__(self, stack: EmbeddedStack | None) -> None:
-        self._pids: dict[str, int] = {}
+
+class CpuMeter:
+    """Where the cores went during a measurement: % of one core per process of the stack and the
+    bench, interrupts, and "others" for every other process (a busy neighbour skews a figure)."""
+
+    def __init__(self, stack: EmbeddedStack | None, extra: dict[str, int] | None = None) -> None:
+        self._pids: dict[str, int] = dict(extra or {})
         if stack is not None:
             for name in stack.running():
                 pid = stack.pid(name)
@@ -306,18 +319,30 @@ class CpuMeter:
 
     def _now(self) -> dict[str, float]:
         # The stack's services are the bench's children: count the bench itself alone.
+        # Children the bench waited for (wrk) count once reaped, so "wrk" is their time.
         own = os.times()
-        return {"bench": own.user + own.system} | {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        processes, interrupts = machine_busy_seconds()
+        return {
+            "bench": own.user + own.system,
+            "wrk": own.children_user + own.children_system,
+            "machine": processes,
+            "irq": interrupts,
+        } | {
+            name: cpu_seconds(pid) for name, pid in self._pids.items()
+        }
 
     def shares(self) -> dict[str, float]:
         wall = max(time.monotonic() - self._start, 1e-9)
         now = self._now()
         used = {name: (now[name] - self._before.get(name, 0.0)) / wall * 100 for name in now}
+        machine = used.pop("machine")
+        used["others"] = max(0.0, machine - sum(v for k, v in used.items() if k != "irq"))
         return dict(sorted(used.items(), key=lambda kv: -kv[1]))
 
 
 def format_cpu(shares: dict[str, float]) -> str:
-    return ", ".join(f"{name} {pct:.0f}%" for name, pct in shares.items()) + f" (total {sum(shares.values()):.0f}%)"
+    listed = ", ".join(f"{name} {pct:.0f}%" for name, pct in shares.items() if pct >= 0.5)
+    return f"{listed} (total {sum(shares.values()):.0f}%)"
 
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<path>[^()]*?)(?::\d+)?\)$")
@@ -434,6 +459,10 @@ class BareServer:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError("bare server did not answer within 20 s")
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
 
     def stop(self) -> None:
         if self._proc is None:
@@ -792,6 +821,7 @@ class Bench:
         bare = BareServer(self.stack.state / "bare.log")
         ingress_url = self.urls["INGRESS_URL"] + "/attendances"
         runs: dict[str, list[WrkResult]] = {"bare": [], "ingress": []}
+        cpu: dict[str, list[dict[str, float]]] = {"bare": [], "ingress": []}
         try:
             bare.start()
             if not opts.quick:
@@ -803,12 +833,14 @@ class Bench:
                     self.step(f"ingress: round {n + 1}/{opts.wrk_rounds}, {name}, wrk -t2 -c100 "
                               f"for {opts.wrk_seconds:.0f}s (load average {load_average()})")
                     last = n == opts.wrk_rounds - 1 and name == "ingress"
+                    meter = CpuMeter(self.stack, {"bare": bare.pid} if bare.pid else None)
                     with self.profiler.watching("ingress-single", self.stack.pid("ingress") if last else None):
                         result = run_wrk(url, script, opts.wrk_seconds)
                     runs[name].append(result)
+                    cpu[name].append(meter.shares())
                     self.step(f"ingress:   {result.rate:,.0f} req/s, p50 {result.p50_ms:.1f} ms, "
                               f"p99 {result.p99_ms:.1f} ms, non-2xx {result.non_2xx}, "
-                              f"socket errors {result.socket_errors}")
+                              f"socket errors {result.socket_errors}; CPU {format_cpu(cpu[name][-1])}")
         finally:
             bare.stop()
         b_rate = median([r.rate for r in runs["bare"]])
@@ -824,8 +856,11 @@ class Bench:
                  + (f", {bad} errors" if bad else ""))
         self.add("ingress", "ingress / bare", ratio, "ratio", f"{ratio:.2f}",
                  f">= {TARGET_INGRESS_RATIO}", ratio >= TARGET_INGRESS_RATIO and bad == 0)
+        for name in ("bare", "ingress"):
+            self.add("ingress", f"CPU during the last {name} run, % of one core", None, "%",
+                     format_cpu(cpu[name][-1]))
         self.details["ingress"] = {name: [asdict(r) for r in rs] for name, rs in runs.items()} | {
-            "median_bare": b_rate, "median_ingress": i_rate, "ratio": ratio,
+            "median_bare": b_rate, "median_ingress": i_rate, "ratio": ratio, "cpu_percent": cpu,
         }
         self.notes.append(
             f"ingress: wrk 4.1 -t2 -c100, {opts.wrk_rounds} rounds of {opts.wrk_seconds:.0f}s each, "
@@ -840,12 +875,15 @@ class Bench:
         self.stop_worker()
         self.step(f"batch: {opts.batch_concurrency} concurrent POST /attendances/batch of 1,000 taps "
                   f"for {opts.batch_seconds:.0f}s")
+        meter = CpuMeter(self.stack)
         with self.profiler.watching("ingress-batch", self.stack.pid("ingress") if self.stack else None):
             r = run_async(batch_load(self.urls["INGRESS_URL"], opts.batch_seconds, opts.batch_concurrency))
+        r["cpu_percent"] = meter.shares()
         self.add("batch", "POST /attendances/batch (1,000 taps each)", r["rate"], "taps/s",
                  f"{fmt_number(r['rate'])} taps/s, batch p50 {r['p50_ms']:.0f} / p99 {r['p99_ms']:.0f} ms"
                  + (f", {r['failed']} failed" if r["failed"] else ""),
                  f">= {TARGET_BATCH:,}", r["rate"] >= TARGET_BATCH and r["failed"] == 0)
+        self.add("batch", "CPU during the run, % of one core", None, "%", format_cpu(r["cpu_percent"]))
         self.details["batch"] = r
 
     # ----- driver -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 from ops import bench_redis
 from ops.bench import (
     SECTIONS,
+    CpuMeter,
     Figure,
     Options,
     collision_note,
@@ -159,8 +160,19 @@ def test_profile_summary_counts_self_time_by_function_and_package() -> None:
 
 
 def test_format_cpu_lists_processes_and_total() -> None:
-    text = format_cpu({"worker-1": 98.4, "mongo": 47.0, "bench": 1.2})
-    assert text == "worker-1 98%, mongo 47%, bench 1% (total 147%)"
+    text = format_cpu({"worker-1": 98.4, "mongo": 47.0, "bench": 1.2, "wrk": 0.1})
+    assert text == "worker-1 98%, mongo 47%, bench 1% (total 147%)"  # under half a percent: left out
+
+
+def test_cpu_meter_sees_this_process_work() -> None:
+    meter = CpuMeter(None)
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    shares = meter.shares()
+    assert shares["bench"] > 50  # it spent the window computing
+    assert set(shares) == {"bench", "wrk", "irq", "others"}
+    assert all(v >= 0 for v in shares.values())
 
 
 # ----- collision formula and memory arithmetic ----------------------------------------------------
