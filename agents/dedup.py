@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agents.dead_lettering import dead_letter
-from agents.dedup_store import RedisDedupStore
+from agents.dedup_store import RedisDedupStore, TapAt
 from agents.rules import in_partition_order
 from pipeline.app import app, events_topic, settings, taps_topic
 from pipeline.clients import redis_client
@@ -56,12 +56,12 @@ def is_replay(event: EventT) -> bool:
     return replay_history(headers_dict(event.message.headers)).replay_of is not None
 
 
-async def in_order(events: Sequence[EventT]) -> tuple[list[EventT], dict[int, int]]:
+async def in_order(events: Sequence[EventT]) -> list[EventT]:
     """The events that may be decided now; ask the consumer to read the gaps again."""
     topic = settings.taps_topic
     partitions = sorted({e.message.partition for e in events})
     stored = await retrying("redis", lambda: store.next_offsets(topic, partitions), retry_on=REDIS_DOWN)
-    keep, moved, gaps = in_partition_order(((e.message.partition, e.message.offset) for e in events), stored)
+    keep, gaps = in_partition_order(((e.message.partition, e.message.offset) for e in events), stored)
     for partition, offset in gaps.items():
         log.warning("partition %d: records from offset %d were not delivered; reading them again",
                     partition, offset)
@@ -69,11 +69,11 @@ async def in_order(events: Sequence[EventT]) -> tuple[list[EventT], dict[int, in
             await app.consumer.seek(TP(topic, partition), offset)
         except Exception as exc:  # no longer ours (rebalanced): its new owner reads from the commit
             log.warning("partition %d: cannot seek (%s); leaving it to its owner", partition, exc)
-    return [e for e, k in zip(events, keep) if k], moved
+    return [e for e, k in zip(events, keep) if k]
 
 
 async def decide_taps(events: Sequence[EventT]) -> None:
-    events, moved = await in_order(events)
+    events = await in_order(events)
     pending: list[Awaitable[object]] = []
     taps: list[tuple[EventT, Tap, str]] = []
     for event in events:
@@ -86,13 +86,14 @@ async def decide_taps(events: Sequence[EventT]) -> None:
         taps.append((event, tap, day))
     taps = await drop_replayed_copies(taps)
     batch = [
-        (store.slot(tap.schoolId, tap.userId, day), tap.type, event.message.offset)
+        TapAt(store.slot(tap.schoolId, tap.userId, day), tap.type, event.message.partition, event.message.offset)
         for event, tap, day in taps
     ]
+    through = {}
+    for event in events:
+        through[event.message.partition] = max(through.get(event.message.partition, 0), event.message.offset + 1)
     reasons = await retrying(
-        "redis",
-        lambda: store.decide(batch, topic=settings.taps_topic, next_offsets=moved),
-        retry_on=REDIS_DOWN,
+        "redis", lambda: store.decide(batch, topic=settings.taps_topic, through=through), retry_on=REDIS_DOWN
     )
     decided = [
         (event, Outcome(tap, day, reason, (event.message.partition, event.message.offset)))
@@ -129,5 +130,8 @@ async def decide_safely(events: Sequence[EventT]) -> None:
 
 @app.agent(taps_topic)
 async def dedup(stream: StreamT) -> None:
+    problem = await store.intset_limit_problem()
+    if problem:
+        log.warning(problem)
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
         await decide_safely(events)

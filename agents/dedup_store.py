@@ -1,62 +1,127 @@
-"""Dedup state in Redis: per school-day hash buckets with an atomic check-and-set.
+"""Dedup state in Redis: per school-day integer-set buckets, a per-partition outcome log,
+and an atomic check-and-set for whole batches.
 
-Key scheme (one day's keys expire by themselves, no cron wipes anything):
-    rc:dd:{local date}:{bucket}  ->  hash { fingerprint(7 bytes) : "ci_offset[:co_offset]" }
-The bucket and the field come from one 72-bit hash of (school, student): 16
-bits pick the bucket (masked to `bucket_bits`) and 56 bits are the field, so
-each bucket holds a few hundred students and stays in Redis's compact listpack
-encoding. Two students collide only if all of bucket and field agree.
+Key scheme (everything expires by itself, no cron wipes anything):
+    rc:dd:{local date}:{bucket}        set of 63-bit integers: fingerprint * 4 + presence
+    rc:dd:log:{topic}:{p}:{chunk}      string of 2-bit outcome codes, one per offset
+    rc:dd:next:{topic}:{p}             offset after the partition's last decided record
+The bucket and the fingerprint come from one hash of (school, student): 12 bits
+pick the bucket and 61 bits are the fingerprint, so at the reference 5 million
+students a day each bucket holds about 1,200 as one of Redis's compact integer
+sets (8 bytes a student; Redis must allow that many: `INTSET_ENTRIES`). Two
+students collide only if all 73 bits agree. The log costs 2 bits a tap and
+makes a record read again after a crash get the outcome it got the first time;
+each chunk is created at its full size, because a string grown bit by bit
+would be over-allocated up to twice.
 
-A batch is one read round trip (Lua: HGET every student) and one write round
-trip (Lua: compare every state with what was read, then set them all or none).
-The compare makes the write safe against a second writer (a worker that lost
-its partitions in a rebalance but has not noticed yet): on a mismatch nothing
-is written and the batch is decided again from fresh state.
+A batch is one read round trip (Lua: the partitions' marks, every student's
+presence, the logged outcome of every record) and one write round trip (Lua:
+compare the marks and every state with what was read, then write them all or
+nothing). The compare makes the write safe against a second writer (a worker
+that lost its partitions in a rebalance but has not noticed yet): on a
+mismatch nothing is written and the batch is decided again from fresh state.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import redis.asyncio as aioredis
 
-from agents.rules import Candidate, StudentDay, decide_batch
+from agents.rules import BatchDecision, Candidate, Logged, Presence, decide_batch
 from pipeline.schoolday import day_end_epoch
 from zoneinfo import ZoneInfo
 
+log = logging.getLogger("rollcall.dedup")
+
+FINGERPRINT_BITS = 61  # fingerprint * 4 + presence stays a positive 64-bit integer
+BUCKET_BITS = 12
+# Redis's set-max-intset-entries must hold the fullest bucket, or it turns into a
+# hash table (still correct, five times the bytes): 2,048 covers 8 million students a day.
+INTSET_ENTRIES = 2048
+# Offsets per log key: 16,368 bytes of 2-bit codes, which with Redis's string
+# header still fits jemalloc's 16 KiB size class (2^16 offsets would take 20 KiB).
+LOG_CHUNK_OFFSETS = 65_472
+LOG_CHUNK_BYTES = LOG_CHUNK_OFFSETS // 4
+
+# ARGV: p marks, s students, l log slots, then p next keys,
+# s x (key, checked-in member, checked-out member), l x (log key, index).
 READ_SCRIPT = """
+local p, s, l = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
-for i = 1, #ARGV, 2 do
-  out[#out + 1] = redis.call('HGET', ARGV[i], ARGV[i + 1]) or ''
+local b = 4
+for i = 1, p do
+  out[#out + 1] = redis.call('GET', ARGV[b]) or ''
+  b = b + 1
+end
+for i = 1, s do
+  if redis.call('SISMEMBER', ARGV[b], ARGV[b + 2]) == 1 then out[#out + 1] = 2
+  elseif redis.call('SISMEMBER', ARGV[b], ARGV[b + 1]) == 1 then out[#out + 1] = 1
+  else out[#out + 1] = 0 end
+  b = b + 3
+end
+for i = 1, l do
+  out[#out + 1] = redis.call('BITFIELD', ARGV[b], 'GET', 'u2', '#' .. ARGV[b + 1])[1]
+  b = b + 2
 end
 return out
 """
 
-# ARGV: n changes, m expiries, then n x (key, field, expected, new),
-# m x (key, expireat), then (partition key, next offset) pairs.
+# ARGV: ttl, p marks, s states, e expiries, l log codes, then
+# p x (next key, expected or '', new), s x (key, in member, out member, expected, new),
+# e x (state key, expireat), l x (log key, index, code).
+# Returns 0 when written, 1 when a mark or a state changed since it was read.
 CAS_SCRIPT = """
-local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = 0, n - 1 do
-  local b = 3 + i * 4
-  local cur = redis.call('HGET', ARGV[b], ARGV[b + 1]) or ''
-  if cur ~= ARGV[b + 2] then return i + 1 end
+local ttl, p, s, e, l = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local b = 6
+for i = 1, p do
+  if (redis.call('GET', ARGV[b]) or '') ~= ARGV[b + 1] then return 1 end
+  b = b + 3
 end
-for i = 0, n - 1 do
-  local b = 3 + i * 4
-  redis.call('HSET', ARGV[b], ARGV[b + 1], ARGV[b + 3])
+for i = 1, s do
+  local cur = 0
+  if redis.call('SISMEMBER', ARGV[b], ARGV[b + 2]) == 1 then cur = 2
+  elseif redis.call('SISMEMBER', ARGV[b], ARGV[b + 1]) == 1 then cur = 1 end
+  if cur ~= tonumber(ARGV[b + 3]) then return 1 end
+  b = b + 5
 end
-local e = 3 + n * 4
-for j = e, e + 2 * m - 1, 2 do
-  redis.call('EXPIREAT', ARGV[j], ARGV[j + 1])
+b = 6
+for i = 1, p do
+  redis.call('SET', ARGV[b], ARGV[b + 2])
+  b = b + 3
 end
-for j = e + 2 * m, #ARGV, 2 do
-  local cur = tonumber(redis.call('GET', ARGV[j]) or '-1')
-  if tonumber(ARGV[j + 1]) > cur then redis.call('SET', ARGV[j], ARGV[j + 1]) end
+for i = 1, s do
+  local new = ARGV[b + 4]
+  if new == '2' then
+    redis.call('SREM', ARGV[b], ARGV[b + 1])
+    redis.call('SADD', ARGV[b], ARGV[b + 2])
+  elseif new == '1' then
+    redis.call('SREM', ARGV[b], ARGV[b + 2])
+    redis.call('SADD', ARGV[b], ARGV[b + 1])
+  end
+  b = b + 5
+end
+for i = 1, e do
+  redis.call('EXPIREAT', ARGV[b], ARGV[b + 1])
+  b = b + 2
+end
+local touched = {}
+for i = 1, l do
+  if not touched[ARGV[b]] then
+    touched[ARGV[b]] = true
+    if redis.call('EXISTS', ARGV[b]) == 0 then
+      redis.call('SETRANGE', ARGV[b], CHUNK_BYTES - 1, '\\0')
+    end
+    redis.call('EXPIRE', ARGV[b], ttl)
+  end
+  redis.call('BITFIELD', ARGV[b], 'SET', 'u2', '#' .. ARGV[b + 1], ARGV[b + 2])
+  b = b + 3
 end
 return 0
-"""
+""".replace("CHUNK_BYTES", str(LOG_CHUNK_BYTES))
 
 
 # ARGV: ttl seconds, then (tap id, "partition:offset") pairs. 1 = first delivery
@@ -82,23 +147,22 @@ class StudentSlot:
     """Where one student's state for one school day lives."""
 
     key: bytes
-    field: bytes
+    fingerprint: int
     day: str
 
-
-def encode_state(state: StudentDay) -> bytes:
-    if state.checkin_offset is None:
-        return b""
-    if state.checkout_offset is None:
-        return b"%d" % state.checkin_offset
-    return b"%d:%d" % (state.checkin_offset, state.checkout_offset)
+    def member(self, presence: Presence) -> bytes:
+        """The set member that records `presence` (ABSENT has none)."""
+        return b"%d" % (self.fingerprint * 4 + int(presence))
 
 
-def decode_state(raw: bytes) -> StudentDay:
-    if not raw:
-        return StudentDay()
-    checkin, _, checkout = raw.partition(b":")
-    return StudentDay(int(checkin), int(checkout) if checkout else None)
+@dataclass(frozen=True, slots=True)
+class TapAt:
+    """A tap to decide: whose day, which type, and its place in the topic."""
+
+    slot: StudentSlot
+    tap_type: str
+    partition: int
+    offset: int
 
 
 class DedupConflict(RuntimeError):
@@ -111,7 +175,7 @@ class RedisDedupStore:
         client: aioredis.Redis,
         tz: ZoneInfo,
         *,
-        bucket_bits: int = 14,
+        bucket_bits: int = BUCKET_BITS,
         keep_days: int = 8,
         prefix: str = "rc:dd",
     ) -> None:
@@ -129,11 +193,12 @@ class RedisDedupStore:
     def slot(self, school_id: str, user_id: str, day: str) -> StudentSlot:
         # Length-prefixed, so no choice of ids can make two students one.
         digest = hashlib.blake2b(
-            f"{len(school_id)}:{school_id}{user_id}".encode(), digest_size=9
+            f"{len(school_id)}:{school_id}{user_id}".encode(), digest_size=10
         ).digest()
         bucket = int.from_bytes(digest[:2], "big") & self._mask
+        fingerprint = int.from_bytes(digest[2:], "big") >> (64 - FINGERPRINT_BITS)
         key = b"%s:%s:%04x" % (self._prefix, day.encode(), bucket)
-        return StudentSlot(key, digest[2:], day)
+        return StudentSlot(key, fingerprint, day)
 
     def expire_at(self, day: str) -> int:
         """Late uploads (up to MAX_TAP_AGE_DAYS) must still find the day's state."""
@@ -155,6 +220,10 @@ class RedisDedupStore:
     def _next_key(self, topic: str, partition: int) -> bytes:
         return b"%s:next:%s:%d" % (self._prefix, topic.encode(), partition)
 
+    def _log_slot(self, topic: str, partition: int, offset: int) -> tuple[bytes, int]:
+        chunk, index = divmod(offset, LOG_CHUNK_OFFSETS)
+        return b"%s:log:%s:%d:%d" % (self._prefix, topic.encode(), partition, chunk), index
+
     async def next_offsets(self, topic: str, partitions: Sequence[int]) -> dict[int, int | None]:
         """Per partition, the offset after the last one decided (None: nothing decided yet)."""
         if not partitions:
@@ -162,43 +231,99 @@ class RedisDedupStore:
         raw = await self._redis.mget([self._next_key(topic, p) for p in partitions])
         return {p: None if r is None else int(r) for p, r in zip(partitions, raw)}
 
+    async def intset_limit_problem(self) -> str | None:
+        """Why the buckets may not stay compact on this Redis (None: they will, or it cannot tell)."""
+        try:
+            found = await self._redis.config_get("set-max-intset-entries")
+        except Exception:  # CONFIG disabled (managed Redis) or Redis unreachable: nothing to say
+            return None
+        limit = int(next(iter(found.values()), 0) or 0)
+        if limit >= INTSET_ENTRIES:
+            return None
+        return (f"Redis set-max-intset-entries is {limit}; dedup buckets above that size take about five "
+                f"times the memory. Set it to {INTSET_ENTRIES} (see docker-compose.yml).")
+
+    async def presence(self, slots: Sequence[StudentSlot]) -> list[Presence]:
+        """The stored state of each slot (for checks and tools; the agent reads inside decide)."""
+        if not slots:
+            return []
+        args: list[bytes | int] = [0, len(slots), 0]
+        for s in slots:
+            args += (s.key, s.member(Presence.CHECKED_IN), s.member(Presence.CHECKED_OUT))
+        return [Presence(int(x)) for x in await self._read(args=args)]
+
     async def decide(
         self,
-        taps: Sequence[tuple[StudentSlot, str, int]],
+        taps: Sequence[TapAt],
         *,
-        topic: str = "",
-        next_offsets: dict[int, int] | None = None,
+        topic: str,
+        through: Mapping[int, int] | None = None,
         attempts: int = 5,
     ) -> list[str | None]:
-        """Decide a batch of (slot, tap type, offset) atomically; one reason per tap.
+        """Decide a batch atomically; one reason per tap (None: it counts).
 
-        `next_offsets` (partition -> offset after the batch) is recorded in the
-        same atomic write, so "decided up to here" never runs ahead of the states.
+        The partitions' decided-up-to marks move in the same atomic write as
+        the states and the logged outcomes, so a mark never runs ahead of them.
+        `through` (partition -> offset after the batch's last record) moves a
+        mark past records that were handled without a decision (dead-lettered,
+        or a replayed copy), so the next batch does not take them for a gap.
         """
-        slots = list({t[0]: None for t in taps})
-        nexts = [(self._next_key(topic, p), o) for p, o in (next_offsets or {}).items()]
+        through = dict(through or {})
+        if not taps and not through:
+            return []
+        partitions = sorted({t.partition for t in taps} | set(through))
+        slots = list({t.slot: None for t in taps})
+        log_slots = [self._log_slot(topic, t.partition, t.offset) for t in taps]
+        read_args: list[bytes | int] = [len(partitions), len(slots), len(log_slots)]
+        read_args += [self._next_key(topic, p) for p in partitions]
+        for s in slots:
+            read_args += (s.key, s.member(Presence.CHECKED_IN), s.member(Presence.CHECKED_OUT))
+        for key, index in log_slots:
+            read_args += (key, index)
+        candidates = [Candidate(t.slot, t.tap_type, t.partition, t.offset) for t in taps]
         for _ in range(attempts):
-            flat: list[bytes] = []
-            for s in slots:
-                flat += (s.key, s.field)
-            raw = await self._read(args=flat) if flat else []
-            known = {s: decode_state(r) for s, r in zip(slots, raw)}
-            before = {s: r for s, r in zip(slots, raw)}
-            reasons, changed = decide_batch(
-                (Candidate(s, kind, off) for s, kind, off in taps), known
-            )
-            if not changed and not nexts:
-                return reasons
-            expiries: dict[bytes, int] = {}
-            for s in changed:
-                expiries.setdefault(s.key, self.expire_at(s.day))
-            args: list[bytes | int] = [len(changed), len(expiries)]
-            for s, state in changed.items():
-                args += (s.key, s.field, before[s], encode_state(state))
-            for key, at in expiries.items():
-                args += (key, at)
-            for key, offset in nexts:
-                args += (key, offset)
-            if await self._cas(args=args) == 0:
-                return reasons
+            raw = await self._read(args=read_args)
+            marks_raw = raw[: len(partitions)]
+            marks = {p: None if not r else int(r) for p, r in zip(partitions, marks_raw)}
+            known = {s: Presence(int(r)) for s, r in zip(slots, raw[len(partitions): len(partitions) + len(slots)])}
+            codes = raw[len(partitions) + len(slots):]
+            logged = {(t.partition, t.offset): Logged(int(c)) for t, c in zip(taps, codes)}
+            decision = decide_batch(candidates, known, marks, logged)
+            for p, after in through.items():
+                if (marks[p] is None or after > marks[p]) and after > decision.nexts.get(p, -1):
+                    decision.nexts[p] = after
+            for c in decision.unlogged:
+                log.warning("partition %d offset %d was decided before but its outcome is no longer "
+                            "logged; judged again against the current state", c.partition, c.offset)
+            if not decision.nexts:
+                return decision.reasons
+            if await self._cas(args=self._write_args(topic, partitions, marks_raw, known, decision)) == 0:
+                return decision.reasons
         raise DedupConflict(f"dedup state kept changing during {attempts} attempts")
+
+    def _write_args(
+        self,
+        topic: str,
+        partitions: list[int],
+        marks_raw: list[bytes | str],
+        known: dict[StudentSlot, Presence],
+        decision: BatchDecision,
+    ) -> list[bytes | int | str]:
+        marks = [(p, r) for p, r in zip(partitions, marks_raw) if p in decision.nexts]
+        expiries: dict[bytes, int] = {}
+        for s in decision.changed:
+            expiries.setdefault(s.key, self.expire_at(s.day))
+        args: list[bytes | int | str] = [
+            self._keep_s, len(marks), len(decision.changed), len(expiries), len(decision.logged),
+        ]
+        for p, r in marks:
+            args += (self._next_key(topic, p), r or b"", decision.nexts[p])
+        for s, state in decision.changed.items():
+            args += (s.key, s.member(Presence.CHECKED_IN), s.member(Presence.CHECKED_OUT),
+                     int(known[s]), int(state))
+        for key, at in expiries.items():
+            args += (key, at)
+        for (p, offset), code in decision.logged.items():
+            key, index = self._log_slot(topic, p, offset)
+            args += (key, index, int(code))
+        return args

@@ -7,14 +7,16 @@ and the machine's own Redis is never touched. Each scheme is measured as the
 growth of `INFO memory` used_memory from an empty database (FLUSHALL between
 schemes is safe only because the server is ours).
 
-- rollcall: `RedisDedupStore.decide` in batches like the agent's, with broker
-  offsets a topic reaches after months of the reference load, and the
-  per-partition "decided up to" keys it writes in the same atomic step;
+- rollcall: `RedisDedupStore.decide` in batches like the agent's, at broker
+  offsets a topic reaches after months of the reference load, with everything
+  it writes in the same atomic step: the students' integer-set buckets, the
+  per-partition outcome log (2 bits a tap) and "decided up to" marks;
 - plain keys, as the reference design's README describes them: one key per
   student and tap type, `checkin:{userId}` = "true";
 - hash buckets, as its redis-repo.ts writes them: key = `{type}:{userId}`
   without its last two characters, field = those two, value "true", under
-  Redis's default listpack settings.
+  Redis's default listpack settings (rollcall's server differs only in
+  set-max-intset-entries, a setting hashes do not use).
 The reference keys carry no day and no expiry: it wipes Redis with a daily
 cron task instead (which rollcall's design rules out).
 
@@ -43,9 +45,9 @@ from typing import Any, Awaitable, Callable, Sequence
 from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
-from aiokafka.partitioner import murmur2
+from pipeline.partitioning import partition_of
 
-from agents.dedup_store import RedisDedupStore
+from agents.dedup_store import BUCKET_BITS, FINGERPRINT_BITS, INTSET_ENTRIES, RedisDedupStore, TapAt
 from ops.progress import Progress
 from ops.stack import free_port, redis_binary
 from pipeline.clients import redis_client
@@ -54,13 +56,12 @@ from pipeline.settings import Settings
 REFERENCE_STUDENTS = 5_000_000  # 1,000 schools x 5,000 students
 STUDENTS_PER_SCHOOL = 5_000
 PARTITIONS = 8
-# A partition's offsets after ~100 school days of 10M taps/day over 8 partitions:
-# the state stores offsets, so their length is part of the bytes.
+# A partition's offsets after ~100 school days of 10M taps/day over 8 partitions
+# (the outcome log is keyed by offset).
 BASE_OFFSET = 100 * 10_000_000 // PARTITIONS
 BATCH = 2000  # the agent's batch size
 CHUNK = 5000  # students per Lua call for the reference schemes
-BUCKET_BITS = 14  # RedisDedupStore's default
-FIELD_BITS = 56  # its 7-byte field
+FIELD_BITS = FINGERPRINT_BITS  # what tells two students of one bucket apart
 SCHEMES = ("rollcall", "plain", "buckets")
 
 PLAIN_SCRIPT = """
@@ -90,7 +91,10 @@ class PrivateRedis:
     def __enter__(self) -> "PrivateRedis":
         self._proc = subprocess.Popen(
             [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self._dir)],
+             "--save", "", "--appendonly", "no", "--dir", str(self._dir),
+             # rollcall's production setting (docker-compose.yml); the reference schemes are
+             # hashes, which it does not touch: they keep Redis's default listpack settings.
+             "--set-max-intset-entries", str(INTSET_ENTRIES)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
@@ -157,7 +161,7 @@ async def used_memory(client: aioredis.Redis) -> int:
 
 
 def _partition(school: str) -> int:
-    return (murmur2(school.encode()) & 0x7FFFFFFF) % PARTITIONS
+    return partition_of(school.encode(), PARTITIONS)
 
 
 OnBatch = Callable[[int], None] | None
@@ -179,13 +183,12 @@ class RollcallFill:
             order = list(range(len(students)))
             self.rng.shuffle(order)  # taps of all schools interleave at the gates
             for start in range(0, len(order), BATCH):
-                batch, moved = [], {}
+                batch = []
                 for i in order[start:start + BATCH]:
                     p = parts[i]
-                    batch.append((slots[i], kind, self.nexts[p]))
+                    batch.append(TapAt(slots[i], kind, p, self.nexts[p]))
                     self.nexts[p] += 1
-                    moved[p] = self.nexts[p]
-                reasons = await self.store.decide(batch, topic="attendance-taps", next_offsets=moved)
+                reasons = await self.store.decide(batch, topic="attendance-taps")
                 if any(reasons):
                     raise RuntimeError(f"unexpected rejections in the memory run: {set(reasons)}")
                 if on_batch:
@@ -231,8 +234,8 @@ class ParallelRollcallFill:
         shares: list[list[tuple[str, str]]] = [[] for _ in range(self.processes)]
         for s in students:
             shares[_partition(s.school) % self.processes].append((s.school, s.user))
-        # fork: the children need nothing but this module's functions, and start at once.
-        ctx = multiprocessing.get_context("fork")
+        # spawn, not fork: the bench may be starting the stack from another thread meanwhile.
+        ctx = multiprocessing.get_context("spawn")
         done = ctx.Value("q", 0)
         procs = [
             ctx.Process(target=_fill_share, args=(self.url, share, self.day, dict(self.nexts), self.seed + k, done))

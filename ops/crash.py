@@ -30,7 +30,8 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
-from agents.dedup_store import RedisDedupStore, decode_state
+from agents.dedup_store import RedisDedupStore
+from agents.rules import Presence
 from ops.stack import EmbeddedStack
 from pipeline.schoolday import hour_start_iso, local_date, local_hour_start
 
@@ -248,11 +249,11 @@ class Harness:
         store = RedisDedupStore(client, self.tz)
         diffs = []
         try:
-            for (school, user, day), (checked_in, checked_out) in self.truth.students.items():
-                slot = store.slot(school, user, day)
-                state = decode_state(await client.hget(slot.key, slot.field) or b"")
+            items = list(self.truth.students.items())
+            found = await store.presence([store.slot(school, user, day) for (school, user, day), _ in items])
+            for ((school, user, day), (checked_in, checked_out)), state in zip(items, found):
                 self.report.states_compared += 1
-                have = (state.checkin_offset is not None, state.checkout_offset is not None)
+                have = (state != Presence.ABSENT, state == Presence.CHECKED_OUT)
                 if have != (checked_in, checked_out):
                     diffs.append(f"redis {school}/{user} {day}: state {have}, truth {(checked_in, checked_out)}")
         finally:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from agents.dedup_store import INTSET_ENTRIES
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE = ROOT / ".stack"
 PREFERRED_PORTS = {"broker": 19092, "redis": 16379, "mongo": 27117, "ingress": 18080, "web": 16066}
@@ -171,7 +173,7 @@ class EmbeddedStack:
                 # as it must in production (docker-compose.yml does the same).
                 [redis_binary(), "--port", str(redis_port), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-                 "--dir", str(self.state)],
+                 "--set-max-intset-entries", str(INTSET_ENTRIES), "--dir", str(self.state)],
                 lambda: _tcp_open(redis_port),
             ),
             Service(

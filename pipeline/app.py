@@ -10,6 +10,7 @@ from __future__ import annotations
 import faust
 
 from pipeline import faust_fixes
+from pipeline.partitioning import kafka_partitioner
 from pipeline.settings import Settings
 
 faust_fixes.apply()
@@ -28,6 +29,7 @@ app = faust.App(
     broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 5),
     producer_acks=-1,
     producer_linger_ms=5,
+    producer_partitioner=kafka_partitioner,
     consumer_auto_offset_reset="earliest",
     table_standby_replicas=0,
     # The development broker under-reports a changelog's end when a worker died

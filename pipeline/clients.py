@@ -6,6 +6,7 @@ import aiokafka
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
+from pipeline.partitioning import kafka_partitioner
 from pipeline.settings import Settings
 
 
@@ -27,6 +28,7 @@ def kafka_producer(settings: Settings, **overrides: object) -> aiokafka.AIOKafka
         "linger_ms": 5,
         "request_timeout_ms": int(settings.produce_timeout_s * 1000),
         "max_batch_size": 256 * 1024,
+        "partitioner": kafka_partitioner,
     }
     options.update(overrides)
     return aiokafka.AIOKafkaProducer(**options)

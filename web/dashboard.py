@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiokafka.partitioner import murmur2
 from faust.web import Request, Response, View
 from yarl import URL
 
 from pipeline.app import app, settings
 from pipeline.health import dependencies
+from pipeline.partitioning import partition_of
 from pipeline.schoolday import parse_day, today
 from tables.counts import school_days
 from tables.school_day import detail, ranked, split_key, table_key, totals
@@ -46,14 +46,9 @@ def is_self(url: URL) -> bool:
     return _ident(url) == _ident(URL(str(app.conf.canonical_url)))
 
 
-def partition_of(school_id: str) -> int:
-    """The partition the ingress's producer (Kafka's default partitioner) puts a school in."""
-    return (murmur2(school_id.encode()) & 0x7FFFFFFF) % settings.topic_partitions
-
-
 def owner_of(school_id: str) -> URL | None:
     """The worker holding the school's partition (taps and table share it), if known."""
-    partition = partition_of(school_id)
+    partition = partition_of(school_id.encode(), settings.topic_partitions)
     for host, topics in app.router.table_metadata(school_days.name).items():
         if any(partition in partitions for partitions in topics.values()):
             return URL(host)

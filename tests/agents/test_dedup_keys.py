@@ -1,8 +1,7 @@
-"""Unit tests for the pure parts of the Redis dedup store: state codec, key scheme, expiry."""
+"""Unit tests for the pure parts of the Redis dedup store: members, key scheme, expiry."""
 
 from __future__ import annotations
 
-import itertools
 import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -10,8 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis.asyncio as aioredis
 
-from agents.dedup_store import RedisDedupStore, StudentSlot, decode_state, encode_state
-from agents.rules import EMPTY, StudentDay, decide
+from agents.dedup_store import BUCKET_BITS, FINGERPRINT_BITS, RedisDedupStore, StudentSlot
+from agents.rules import Presence
 from pipeline.settings import Settings
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
@@ -29,36 +28,31 @@ def bucket_of(slot: StudentSlot) -> int:
     return int(m.group(2), 16)
 
 
-# --- encode_state / decode_state ----------------------------------------------------------
+# --- members ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("state", "raw"),
-    [
-        (StudentDay(), b""),
-        (StudentDay(0, None), b"0"),
-        (StudentDay(17, None), b"17"),
-        (StudentDay(0, 1), b"0:1"),
-        (StudentDay(17, 42), b"17:42"),
-        (StudentDay(2**40, 2**40 + 1), b"1099511627776:1099511627777"),
-    ],
-)
-def test_state_codec(state: StudentDay, raw: bytes) -> None:
-    assert encode_state(state) == raw
-    assert decode_state(raw) == state
+def test_members_are_positive_64_bit_integers_so_buckets_stay_integer_sets() -> None:
+    s = store()
+    for i in range(2000):
+        slot = s.slot(f"SCH-{i % 13}", f"{i:024x}", "2026-03-10")
+        assert 0 <= slot.fingerprint < 2**FINGERPRINT_BITS
+        for presence in (Presence.CHECKED_IN, Presence.CHECKED_OUT):
+            member = int(slot.member(presence))
+            assert 0 < member < 2**63
+            assert slot.member(presence) == str(member).encode()  # canonical: Redis keeps it as an integer
+            assert divmod(member, 4) == (slot.fingerprint, int(presence))
 
 
-def test_every_state_reachable_by_the_rules_round_trips() -> None:
-    """All states `decide` can produce from an empty day, over every 5-tap sequence."""
-    seen = set()
-    for kinds in itertools.product(("checkin", "checkout"), repeat=5):
-        state = EMPTY
-        for offset, kind in enumerate(kinds):
-            _, state = decide(state, kind, offset)
-            seen.add(state)
-    assert StudentDay(0, 1) in seen and StudentDay(4, None) in seen and EMPTY in seen
-    for state in seen:
-        assert decode_state(encode_state(state)) == state
+def test_a_students_two_presences_are_two_members() -> None:
+    slot = store().slot("SCH-001", "u1", "2026-03-10")
+    assert slot.member(Presence.CHECKED_IN) != slot.member(Presence.CHECKED_OUT)
+
+
+def test_fingerprint_uses_its_full_width() -> None:
+    s = store()
+    prints = [s.slot("SCH-001", f"{i:024x}", "2026-03-10").fingerprint for i in range(4000)]
+    assert max(prints) >= 2 ** (FINGERPRINT_BITS - 1)  # the top bit is used
+    assert any(p % 2 for p in prints)  # and the bottom one
 
 
 # --- slot ---------------------------------------------------------------------------------------
@@ -76,17 +70,16 @@ def test_slot_layout() -> None:
     m = KEY_RE.match(slot.key)
     assert m is not None
     assert m.group(1) == b"2026-03-10"
-    assert isinstance(slot.field, bytes)
-    assert len(slot.field) == 7
+    assert 0 <= slot.fingerprint < 2**61
 
 
-def test_other_day_other_key_same_bucket_and_field() -> None:
+def test_other_day_other_key_same_bucket_and_fingerprint() -> None:
     s = store()
     a = s.slot("SCH-001", "u1", "2026-03-10")
     b = s.slot("SCH-001", "u1", "2026-03-11")
     assert a.key != b.key
     assert a.key.replace(b"2026-03-10", b"2026-03-11") == b.key
-    assert a.field == b.field
+    assert a.fingerprint == b.fingerprint
     assert bucket_of(a) == bucket_of(b)
 
 
@@ -97,7 +90,7 @@ def test_same_student_in_another_school_is_another_slot() -> None:
 
 def test_students_get_distinct_slots() -> None:
     s = store()
-    slots = {(sl.key, sl.field) for sl in (s.slot("SCH-001", f"{i:024x}", "2026-03-10") for i in range(5000))}
+    slots = {(sl.key, sl.fingerprint) for sl in (s.slot("SCH-001", f"{i:024x}", "2026-03-10") for i in range(5000))}
     assert len(slots) == 5000
 
 
@@ -111,15 +104,17 @@ def test_buckets_stay_within_bucket_bits(bits: int) -> None:
         assert buckets == set(range(2**bits))  # 3000 students spread over every bucket
 
 
-def test_default_bucket_bits_is_14() -> None:
+def test_default_bucket_bits_is_12() -> None:
     s = store()
     buckets = {bucket_of(s.slot("SCH-001", f"{i:024x}", "2026-03-10")) for i in range(20000)}
-    assert max(buckets) < 2**14
-    assert max(buckets) >= 2**13  # the mask is not narrower than 14 bits
+    assert BUCKET_BITS == 12
+    assert max(buckets) < 2**12
+    assert max(buckets) >= 2**11  # the mask is not narrower than 12 bits
 
 
-def test_bucket_bits_does_not_change_the_field() -> None:
-    assert store(bucket_bits=4).slot("S", "u", "2026-03-10").field == store(bucket_bits=16).slot("S", "u", "2026-03-10").field
+def test_bucket_bits_does_not_change_the_fingerprint() -> None:
+    a, b = store(bucket_bits=4).slot("S", "u", "2026-03-10"), store(bucket_bits=16).slot("S", "u", "2026-03-10")
+    assert a.fingerprint == b.fingerprint
 
 
 def test_custom_prefix() -> None:

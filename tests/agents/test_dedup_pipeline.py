@@ -133,4 +133,4 @@ def test_dedup_state_is_per_day_and_expires_by_itself(stack: RunningStack) -> No
     assert keys, "state keys carry the school-local day"
     ttls = {client.ttl(k) for k in keys}
     assert all(8 * 86400 - 60 < t <= 9 * 86400 for t in ttls), ttls
-    assert {client.object("encoding", k) for k in keys} == {b"listpack"}
+    assert {client.object("encoding", k) for k in keys} == {b"intset"}

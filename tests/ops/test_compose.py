@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 import pipeline.settings as settings_module
+from agents.dedup_store import INTSET_ENTRIES
 from pipeline.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -427,6 +428,13 @@ def test_redis_persists_dedup_state_and_never_evicts(services: dict[str, dict[st
     assert "--appendonly" in words and words[words.index("--appendonly") + 1] == "yes"
     assert "--maxmemory-policy" in words
     assert words[words.index("--maxmemory-policy") + 1] == "noeviction"
+
+
+def test_redis_keeps_dedup_buckets_compact(services: dict[str, dict[str, Any]]) -> None:
+    """Each day's dedup bucket must fit Redis's integer-set encoding (agents.dedup_store)."""
+    words = command_text(services["redis"]).split()
+    assert "--set-max-intset-entries" in words
+    assert int(words[words.index("--set-max-intset-entries") + 1].strip('"')) >= INTSET_ENTRIES
 
 
 # --- health and start order -----------------------------------------------------------------
