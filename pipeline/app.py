@@ -7,11 +7,19 @@ group's first join by half of it.
 
 from __future__ import annotations
 
-import faust
+import mode.loop
 
-from pipeline import faust_fixes
-from pipeline.partitioning import kafka_partitioner
-from pipeline.settings import Settings
+# uvloop, whether or not the faust CLI was given `-L uvloop`: the worker is CPU-bound
+# in its event loop (py-spy: a quarter of the drain in asyncio's own loop code). The
+# policy must be set before anything creates the loop; `faust -A pipeline.app` imports
+# this module before it does. `/health/` says which loop runs.
+mode.loop.use("uvloop")
+
+import faust  # noqa: E402
+
+from pipeline import faust_fixes  # noqa: E402
+from pipeline.partitioning import kafka_partitioner  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
 
 faust_fixes.apply()
 

@@ -136,6 +136,7 @@ class Health(View):
             "redis": settings.redis_url,
             "mongo": settings.mongo_url,
             "schoolTz": settings.school_tz,
+            "eventLoop": type(asyncio.get_running_loop()).__module__.split(".")[0],
             "assigned": assigned,
             "degraded": degraded,
         }

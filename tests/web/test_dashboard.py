@@ -59,6 +59,7 @@ def test_health_reports_connections(stack: RunningStack) -> None:
     assert body["status"] == "ok"
     assert body["broker"].endswith(stack.kafka_bootstrap)
     assert any(a.startswith("attendance-taps:") for a in body["assigned"])
+    assert body["eventLoop"] == "uvloop"  # a plain `faust -A pipeline.app worker` gets it
 
 
 def test_every_worker_gives_the_same_answers(stack: RunningStack) -> None:
