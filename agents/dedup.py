@@ -35,7 +35,7 @@ from tables.counts import count
 
 log = logging.getLogger("rollcall.dedup")
 redis = redis_client(settings)
-store = RedisDedupStore(redis, settings.tz)
+store = RedisDedupStore.for_settings(redis, settings)
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 

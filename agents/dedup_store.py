@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 
 from agents.rules import BatchDecision, Candidate, Logged, Presence, decide_batch
 from pipeline.schoolday import day_end_epoch
+from pipeline.settings import Settings
 from zoneinfo import ZoneInfo
 
 log = logging.getLogger("rollcall.dedup")
@@ -189,6 +190,11 @@ class RedisDedupStore:
         self._read = client.register_script(READ_SCRIPT)
         self._cas = client.register_script(CAS_SCRIPT)
         self._first = client.register_script(FIRST_DELIVERY_SCRIPT)
+
+    @classmethod
+    def for_settings(cls, client: aioredis.Redis, settings: Settings) -> "RedisDedupStore":
+        """The agent's store: a day's state outlives the day by the oldest tap accepted, plus one."""
+        return cls(client, settings.tz, keep_days=settings.max_tap_age_days + 1)
 
     def slot(self, school_id: str, user_id: str, day: str) -> StudentSlot:
         # Length-prefixed, so no choice of ids can make two students one.

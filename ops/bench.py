@@ -722,7 +722,7 @@ class Bench:
         stack = self.stack
         web = self.urls["WEB_URL"]
         client = redis_client(settings)
-        store = RedisDedupStore(client, ZoneInfo(settings.school_tz))
+        store = RedisDedupStore.for_settings(client, settings)
         partitions = sorted(ends)
         total = sum(ends.values())
         self.step("pipeline: starting the worker")

@@ -154,3 +154,12 @@ def test_expiry_outlives_the_latest_accepted_upload() -> None:
     max_age_s = Settings().max_tap_age_days * 86400
     day_end = epoch_s("2026-03-10T18:30:00+00:00")
     assert store().expire_at("2026-03-10") > day_end + max_age_s
+
+
+@pytest.mark.parametrize("max_age_days", [1, 7, 30])
+def test_the_agents_store_keeps_state_as_long_as_taps_are_accepted(max_age_days: int) -> None:
+    """MAX_TAP_AGE_DAYS=30 must not leave a 9-day-old check-in to find its day forgotten."""
+    settings = Settings(school_tz="Asia/Kolkata", max_tap_age_days=max_age_days)
+    s = RedisDedupStore.for_settings(aioredis.Redis(), settings)  # type: ignore[arg-type]
+    day_end = epoch_s("2026-03-10T18:30:00+00:00")
+    assert s.expire_at("2026-03-10") == day_end + (max_age_days + 1) * 86400

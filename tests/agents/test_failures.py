@@ -158,3 +158,20 @@ def test_mongo_outage_loses_no_archive_record_and_no_dead_letter(stack: RunningS
     assert archived == 15
     assert {d["_id"] for d in db.attendances.find({"schoolId": school})} == ids
     assert len(wait_for(lambda: letters_for(stack, school.encode()), lambda d: len(d) == 1)) == 1
+
+
+def test_poison_at_the_end_of_a_batch_moves_its_partition_on(stack: RunningStack) -> None:
+    """The agent's decided-up-to mark passes a dead-lettered record, so the next tap is no 'gap'."""
+    import redis
+
+    school, ts = new_school(), now_ms()
+    stack.produce_raw([record(tap("checkin", new_student(), school, ts)), (school.encode(), b"not a tap")])
+    [doc] = wait_for(lambda: letters_for(stack, school.encode()), lambda d: len(d) == 1)
+    client = redis.Redis.from_url(stack.redis_url)
+    mark = wait_for(lambda: int(client.get(f"rc:dd:next:attendance-taps:{doc['partition']}") or -1),
+                    lambda m: m > doc["offset"])
+    assert mark > doc["offset"]  # not left waiting at the poison record
+    stack.produce_raw([record(tap("checkin", new_student(), school, ts))])
+    day = local_date(ts, TZ)
+    assert wait_for(lambda: totals(stack, school, day), lambda t: t[0] == 2) == (2, 0, 0)
+    assert len(letters_for(stack, school.encode())) == 1
