@@ -478,6 +478,41 @@ class BareServer:
         self._proc = None
 
 
+def faust_ceiling(stack: EmbeddedStack, ends: dict[int, int], timeout_s: float = 240.0) -> dict[str, Any]:
+    """ops.bench_faust_bare reading the pre-loaded topic: Faust's own per-record cost, doing nothing."""
+    work = Path(tempfile.mkdtemp(prefix="faust-bare-", dir=stack.state))
+    result = work / "result.json"
+    env = stack.env() | {
+        "BENCH_ENDS": orjson.dumps({str(p): o for p, o in ends.items()}).decode(),
+        "BENCH_RESULT": str(result), "BENCH_DATADIR": str(work / "data"),
+        "BENCH_APP_ID": f"rollcall-bench-faust-bare-{uuid.uuid4().hex[:6]}",
+    }
+    with open(work / "faust-bare.log", "ab") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "faust"), "-A", "ops.bench_faust_bare", "worker", "-l", "warn"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not result.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"the bare Faust agent exited with {proc.returncode}; see {work}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the bare Faust agent did not finish in {timeout_s:.0f}s; see {work}")
+            time.sleep(0.2)
+        time.sleep(0.1)  # written in one call; let it land
+        return orjson.loads(result.read_bytes())
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def run_wrk(url: str, script: Path, seconds: float, connections: int = 100, threads: int = 2) -> WrkResult:
     prefix = uuid.uuid4().hex[:10]  # another set of students each run
     out = subprocess.run(
@@ -671,6 +706,9 @@ class Bench:
         self.step("pipeline: ceiling, a plain aiokafka consumer reading the topic from the beginning")
         ceiling = run_async(read_all(settings, ends))
         self.step(f"pipeline: ceiling {ceiling:,.0f} records/s")
+        self.step("pipeline: Faust ceiling, an agent that only counts take_events batches of the same topic")
+        bare = faust_ceiling(self.stack, ends)
+        self.step(f"pipeline: Faust ceiling {bare['rate']:,.0f} records/s")
 
         result = run_async(self._drain(settings, ends))
         self.worker_running = True
@@ -692,6 +730,9 @@ class Bench:
         self.add("pipeline", "plain aiokafka consumer (ceiling)", ceiling, "records/s",
                  f"{fmt_number(ceiling)} records/s")
         self.add("pipeline", "worker / ceiling", rate / ceiling, "ratio", f"{rate / ceiling:.3f}")
+        self.add("pipeline", "bare Faust agent, take_events only (Faust's ceiling)", bare["rate"], "records/s",
+                 f"{fmt_number(bare['rate'])} records/s ({bare['records']:,} in {bare['seconds']:.1f}s)")
+        self.add("pipeline", "worker / Faust ceiling", rate / bare["rate"], "ratio", f"{rate / bare['rate']:.2f}")
         self.add("pipeline", "worker peak memory (VmHWM)", hwm * 1024 / 1e6, "MB",
                  f"{hwm * 1024 / 1e6:,.0f} MB (RSS now {rss * 1024 / 1e6:,.0f} MB)")
         self.add("pipeline", f"counts exact ({len(morning.expected)} schools, {morning.date})",
@@ -705,7 +746,7 @@ class Bench:
                  f"{archive_s:.1f}s after ready", "complete", archive["complete"])
         self.details["pipeline"] = {
             "taps": len(records), "topic_records": total, "end_offsets": ends, "date": morning.date,
-            "ceiling_records_per_s": ceiling, **result, "worker_vmhwm_kb": hwm, "worker_vmrss_kb": rss,
+            "ceiling_records_per_s": ceiling, "faust_ceiling": bare, **result, "worker_vmhwm_kb": hwm, "worker_vmrss_kb": rss,
             "counts": check, "archive": archive, "archived_after_s": archive_s,
         }
         self.notes.append(
