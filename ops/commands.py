@@ -44,10 +44,10 @@ def operator_errors(command: str) -> Iterator[None]:
 )
 async def dlq_replay(self, limit: int | None, error_type: str | None, ids: tuple[str, ...], statuses: tuple[str, ...]) -> None:
     """Re-publish dead letters to attendance-taps; dedup decides, so nothing counts twice."""
-    bad = [s for s in statuses if s not in STATUSES]
-    if bad:
-        raise SystemExit(f"unknown status {bad}; choose from {STATUSES}")
     with operator_errors("dlq-replay"):
+        bad = [s for s in statuses if s not in STATUSES]
+        if bad:
+            raise ValueError(f"unknown status {bad}; choose from {STATUSES}")
         result = await dlq.replay(settings, limit=limit, error_type=error_type, ids=list(ids), statuses=list(statuses))
     print(f"replayed {result.replayed} dead letters in {result.batches} batches")
 
@@ -59,6 +59,10 @@ async def dlq_replay(self, limit: int | None, error_type: str | None, ids: tuple
 async def dlq_list(self, status: str | None, limit: int) -> None:
     """Show dead letters: id, status, attempts, error and the original value."""
     with operator_errors("dlq-list"):
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; choose from {STATUSES}")
+        if limit < 1:
+            raise ValueError("--limit must be at least 1")
         letters = await dlq.listing(settings, status=status, limit=limit)
     for d in letters:
         err = d["error"]

@@ -24,7 +24,7 @@ from bson import Binary
 
 from ops.progress import Progress
 from pipeline.clients import kafka_producer, mongo_client
-from pipeline.dead_letters import replay_headers
+from pipeline.dead_letters import replay_headers, replay_key
 from pipeline.documents import PENDING, REPLAYED, REPLAYING
 from pipeline.settings import Settings
 
@@ -89,7 +89,7 @@ async def replay(
             futures = [
                 await producer.send(
                     settings.taps_topic,
-                    key=_bytes(d.get("key")),
+                    key=replay_key(_bytes(d.get("key")), _bytes(d.get("value"))),
                     value=_bytes(d.get("value")),
                     headers=replay_headers(
                         attempts=int(d["attempts"]), first_failed_ms=_ms(d["firstFailedAt"]), record_id=d["_id"]

@@ -21,9 +21,9 @@ from pipeline import faust_fixes  # noqa: E402
 from pipeline.partitioning import kafka_partitioner  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
-faust_fixes.apply()
-
 settings = Settings.from_env()
+
+faust_fixes.apply(settings)
 
 app = faust.App(
     "rollcall",

@@ -49,4 +49,5 @@ def kafka_consumer(settings: Settings, topic: str, group_id: str) -> aiokafka.AI
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         heartbeat_interval_ms=int(max(1.0, settings.session_timeout_s / 5) * 1000),
         max_poll_records=2000,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )

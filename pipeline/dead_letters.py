@@ -134,3 +134,17 @@ def decode_dead_letter(raw: bytes) -> DeadLetter:
         int(body["attempts"]), int(body["firstFailedAt"]), int(body["lastFailedAt"]),
         body.get("replayOf"),
     )
+
+
+def replay_key(key: bytes | None, value: bytes | None) -> bytes | None:
+    """The key a dead letter is re-published under: its tap's school when the value names one.
+
+    A tap dead-lettered for its key or partition (pipeline.partitioning) then
+    lands where it belongs; anything else keeps the key it came with.
+    """
+    try:
+        body = orjson.loads(value) if value else None
+    except orjson.JSONDecodeError:
+        return key
+    school = body.get("schoolId") if isinstance(body, dict) else None
+    return school.encode() if isinstance(school, str) and school else key

@@ -1,4 +1,13 @@
-"""One correction to faust-streaming 0.15.3, applied when the app is imported.
+"""Two corrections to faust-streaming 0.15.3, applied when the app is imported.
+
+1. The worker's consumer waits at most FETCH_MAX_WAIT_MS for a fetch.
+Faust hard-codes `fetch_max_wait_ms=1500`. A Kafka broker answers a fetch as
+soon as data arrives, but the development broker holds it for the wait:
+measured with a plain aiokafka consumer at 10 records/s, 1,500 ms gave a
+p50 of 360 ms from produce to consume, 100 ms gave 26 ms and 20 ms gave 9 ms.
+Every tap crosses that hop before it is counted.
+
+2. Commits never skip an unacknowledged record.
 
 The consumer commits "the first run of consecutive acknowledged offsets".
 Before it does, it checks that the run starts where the last commit left off,
@@ -28,9 +37,13 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
+from pipeline.settings import Settings
+
 _original_new_offset = Consumer._new_offset
+_original_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
 
 
 def _new_offset(self: Any, tp: TP) -> Optional[int]:
@@ -42,5 +55,12 @@ def _new_offset(self: Any, tp: TP) -> Optional[int]:
     return _original_new_offset(self, tp)
 
 
-def apply() -> None:
+def apply(settings: Settings) -> None:
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = _original_create_worker_consumer(self, transport)
+        # aiokafka hands this to its fetcher in start(), which has not run yet.
+        consumer._fetch_max_wait_ms = settings.fetch_max_wait_ms
+        return consumer
+
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]

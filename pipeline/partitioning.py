@@ -25,3 +25,24 @@ def kafka_partitioner(key: bytes | None, all_partitions: Sequence[int], availabl
     if key is None:  # never for rollcall's records; keep the default's behaviour anyway
         return DefaultPartitioner()(key, all_partitions, available)
     return all_partitions[partition_of(key, len(all_partitions))]
+
+
+class MisroutedTap(ValueError):
+    """A tap on the wrong key or partition: counting it would split its school across partitions."""
+
+
+def check_routing(key: bytes | None, partition: int, school_id: str, partitions: int) -> None:
+    """Raise MisroutedTap unless the record sits where rollcall's own producers would put it.
+
+    Another client (kcat's default partitioner is not Kafka's) can put a school's
+    tap in another partition; the school's counters and its students' order
+    live in one partition only, so such a record is dead-lettered, and replay
+    re-publishes it under its school's key.
+    """
+    want = school_id.encode()
+    if key != want:
+        raise MisroutedTap(f"record key {key!r} is not the tap's schoolId {school_id!r}")
+    home = partition_of(want, partitions)
+    if partition != home:
+        raise MisroutedTap(f"school {school_id!r} belongs in partition {home} (Kafka's default "
+                           f"partitioner over {partitions}), not {partition}")

@@ -52,6 +52,7 @@ class Settings:
     batch_within_s: float = 0.05
     produce_timeout_s: float = 3.0
     session_timeout_s: float = 10.0
+    fetch_max_wait_ms: int = 50
     dlq_max_attempts: int = 3
     replay_batch: int = 500
     dlq_replay_cron: str = "0 * * * *"
@@ -93,6 +94,7 @@ class Settings:
             batch_size=int(_number("BATCH_SIZE", "2000", int, 1)),
             produce_timeout_s=float(_number("PRODUCE_TIMEOUT_S", "3", float, 0.1)),
             session_timeout_s=float(_number("BROKER_SESSION_TIMEOUT_S", "10", float, 1)),
+            fetch_max_wait_ms=int(_number("FETCH_MAX_WAIT_MS", "50", int, 1, 30_000)),
             dlq_max_attempts=int(_number("DLQ_MAX_ATTEMPTS", "3", int, 1)),
             dlq_replay_cron=os.environ.get("DLQ_REPLAY_CRON", "0 * * * *").strip(),
             worker_url=_env("WORKER_URL", ""),

@@ -23,6 +23,7 @@ TEMP_MIN, TEMP_MAX = 30.0, 45.0
 FUTURE_SLACK_MS = 5 * 60 * 1000
 DAY_MS = 24 * 3600 * 1000
 TIMESTAMP_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: beyond it there is no calendar day
+SECONDS_LOOK_BELOW = 100_000_000_000  # as milliseconds that is March 1973; as seconds, year 5138
 DEVICE_FIELDS = ("type", "userId", "schoolId", "timestamp", "temperature", "image")
 
 
@@ -117,11 +118,12 @@ def field_errors(
         elif ts <= 0:
             errors.append(FieldError("timestamp", "must be greater than 0"))
         elif ts > TIMESTAMP_MAX:
-            errors.append(FieldError("timestamp", "is beyond the year 9999"))
+            errors.append(FieldError("timestamp", "is beyond the year 9999 (epoch milliseconds expected)"))
         elif now_ms is not None and ts > now_ms + FUTURE_SLACK_MS:
             errors.append(FieldError("timestamp", "is more than 5 minutes in the future"))
         elif now_ms is not None and ts < now_ms - max_age_days * DAY_MS:
-            errors.append(FieldError("timestamp", f"is older than {max_age_days} days"))
+            hint = "; it looks like epoch seconds, send milliseconds" if ts < SECONDS_LOOK_BELOW else ""
+            errors.append(FieldError("timestamp", f"is older than {max_age_days} days{hint}"))
     if "temperature" in body:
         temp = body["temperature"]
         if not _is_number(temp):

@@ -129,6 +129,18 @@ class Broker:
             return
 
 
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error answer is JSON, including aiohttp's own (404, 405, 413)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return _json({"error": exc.text or exc.reason}, exc.status, allow)
+
+
 async def _body(request: web.Request, max_bytes: int = MAX_BODY) -> Any:
     """The JSON body, or an aiohttp error response raised for the caller to return."""
     if request.content_type != "application/json":
@@ -214,7 +226,7 @@ async def health(request: web.Request) -> web.Response:
 
 def build_app(settings: Settings) -> web.Application:
     # Body limits are enforced per route in _body (64 KiB for one tap, more for a batch).
-    app = web.Application(client_max_size=max(MAX_BODY, settings.batch_max_bytes))
+    app = web.Application(client_max_size=max(MAX_BODY, settings.batch_max_bytes), middlewares=[json_errors])
     app[SETTINGS] = settings
     app[BROKER] = Broker(settings)
 

@@ -175,3 +175,23 @@ def test_poison_at_the_end_of_a_batch_moves_its_partition_on(stack: RunningStack
     day = local_date(ts, TZ)
     assert wait_for(lambda: totals(stack, school, day), lambda t: t[0] == 2) == (2, 0, 0)
     assert len(letters_for(stack, school.encode())) == 1
+
+
+def test_a_tap_under_the_wrong_key_is_dead_lettered_and_replay_counts_it_in_its_school(stack: RunningStack) -> None:
+    """kcat without a key (or another partitioner) must not split a school across partitions."""
+    school, other, ts = new_school(), new_school(), now_ms()
+    wrong = {**tap("checkin", new_student(), school, ts), "id": uuid.uuid4().hex}
+    stack.produce_raw([(other.encode(), orjson.dumps(wrong)), (None, orjson.dumps({**wrong, "id": uuid.uuid4().hex}))])
+    docs = wait_for(lambda: list(mongo(stack).dead_letters.find({"valueText": {"$regex": school}})),
+                    lambda d: len(d) == 2)
+    assert len(docs) == 2
+    assert {d["error"]["stage"] for d in docs} == {"dedup.route"}
+    assert {d["error"]["type"] for d in docs} == {"MisroutedTap"}
+    assert all("is not the tap's schoolId" in d["error"]["message"] for d in docs)
+    day = local_date(ts, TZ)
+    assert totals(stack, school, day) == (0, 0, 0)
+    replayed = asyncio.run(dlq.replay(settings_for(stack), ids=[d["_id"] for d in docs], progress=False))
+    assert replayed.replayed == 2
+    # Same student twice: one check-in counts, the other is a duplicate; nothing lands in `other`.
+    assert wait_for(lambda: totals(stack, school, day), lambda t: sum(t) == 2) == (1, 0, 1)
+    assert totals(stack, other, day) == (0, 0, 0)

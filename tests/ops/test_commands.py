@@ -41,6 +41,14 @@ def test_seed_rejects_bad_arguments_in_one_line(stack: RunningStack) -> None:
     assert bad.stderr.strip().startswith("seed: --schools must be")
 
 
+@pytest.mark.parametrize("args", [("dlq-list", "--status", "bogus"), ("dlq-list", "--limit", "0"),
+                                  ("dlq-replay", "--status", "bogus")])
+def test_dead_letter_commands_reject_bad_arguments_in_one_line(stack: RunningStack, args: tuple[str, ...]) -> None:
+    bad = faust(stack, *args)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith(f"{args[0]}: ") and "\n" not in bad.stderr.strip()
+
+
 def test_see_fix_and_replay_a_dead_letter_from_the_cli(stack: RunningStack) -> None:
     """The README's walk-through: a tap with a string temperature, fixed and replayed."""
     school, user, ts = new_school(), new_student(), now_ms()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -9,6 +10,7 @@ from intervaltree import IntervalTree
 
 from faust.types import TP
 from pipeline import faust_fixes
+from pipeline.settings import Settings
 
 TAP = TP("attendance-taps", 0)
 
@@ -48,5 +50,24 @@ def test_fixed_still_stops_at_a_gap_in_the_middle() -> None:
 def test_apply_installs_it() -> None:
     from faust.transport.consumer import Consumer
 
-    faust_fixes.apply()
+    faust_fixes.apply(Settings())
     assert Consumer._new_offset is faust_fixes._new_offset
+
+
+def test_the_worker_consumer_waits_at_most_the_configured_fetch_time() -> None:
+    """Faust builds its consumer with fetch_max_wait_ms=1500; the fix replaces it before start()."""
+    import faust
+
+    async def build() -> int:
+        app = faust.App("fetch-wait-test", broker="kafka://127.0.0.1:1", autodiscover=False)
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        try:
+            return consumer._fetch_max_wait_ms
+        finally:
+            await consumer._client.close()
+
+    faust_fixes.apply(Settings(fetch_max_wait_ms=77))
+    try:
+        assert asyncio.run(build()) == 77
+    finally:
+        faust_fixes.apply(Settings())

@@ -58,7 +58,9 @@ def test_non_object_body_is_400(stack: RunningStack, raw: bytes) -> None:
 def test_oversized_body_is_413(stack: RunningStack) -> None:
     body = tap("checkin", new_student(), new_school())
     body["image"] = "x" * (70 * 1024)
-    assert stack.post_tap(body).status_code == 413
+    resp = stack.post_tap(body)
+    assert resp.status_code == 413
+    assert "65536" in resp.json()["error"]  # JSON like every other error answer
 
 
 def test_oversized_chunked_body_is_413(stack: RunningStack) -> None:
@@ -186,3 +188,11 @@ def test_batch_needs_json_content_type(stack: RunningStack) -> None:
     resp = requests.post(f"{stack.ingress_url}/attendances/batch", data=b"[]",
                          headers={"Content-Type": "text/plain"}, timeout=10)
     assert resp.status_code == 415
+
+
+def test_unknown_routes_and_methods_answer_json(stack: RunningStack) -> None:
+    missing = stack.http.post(f"{stack.ingress_url}/nope", json={}, timeout=10)
+    assert missing.status_code == 404 and "error" in missing.json()
+    wrong = stack.http.get(f"{stack.ingress_url}/attendances", timeout=10)
+    assert wrong.status_code == 405 and "error" in wrong.json()
+    assert "POST" in wrong.headers["Allow"]
