@@ -103,8 +103,12 @@ class Broker:
         topic = self._settings.taps_topic
         try:
             async with asyncio.timeout(self._settings.produce_timeout_s):
-                futures = [await self.producer.send(topic, key=k, value=v) for k, v in records]
-                await asyncio.gather(*futures)
+                if len(records) == 1:  # the single-tap path: no list, no gather
+                    key, value = records[0]
+                    await (await self.producer.send(topic, key=key, value=value))
+                else:
+                    futures = [await self.producer.send(topic, key=k, value=v) for k, v in records]
+                    await asyncio.gather(*futures)
         except (asyncio.TimeoutError, KafkaError) as exc:
             self._open_circuit(exc)
             raise
@@ -162,6 +166,8 @@ async def _body(request: web.Request, max_bytes: int = MAX_BODY) -> Any:
 
 async def _read_at_most(request: web.Request, max_bytes: int) -> bytes:
     """Read the body, stopping with 413 as soon as it passes `max_bytes` (chunked bodies too)."""
+    if request.content_length is not None:  # already checked against max_bytes by the caller
+        return await request.read()
     chunks, size = [], 0
     async for chunk in request.content.iter_chunked(64 * 1024):
         size += len(chunk)
