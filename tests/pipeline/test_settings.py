@@ -24,6 +24,7 @@ ENV_VARS = (
     "PRODUCE_TIMEOUT_S",
     "BROKER_SESSION_TIMEOUT_S",
     "DLQ_MAX_ATTEMPTS",
+    "FETCH_MAX_WAIT_MS",
 )
 
 
@@ -57,6 +58,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.produce_timeout_s == 3.0
     assert s.session_timeout_s == 10.0
     assert s.dlq_max_attempts == 3
+    assert s.fetch_max_wait_ms == 50
     assert s.kafka_bootstrap == "127.0.0.1:9092"
 
 
@@ -100,6 +102,7 @@ def test_every_variable_overrides_its_setting(clean_env: pytest.MonkeyPatch) -> 
         "PRODUCE_TIMEOUT_S": "2.5",
         "BROKER_SESSION_TIMEOUT_S": "6",
         "DLQ_MAX_ATTEMPTS": "5",
+        "FETCH_MAX_WAIT_MS": "250",
     }
     for name, value in values.items():
         clean_env.setenv(name, value)
@@ -121,6 +124,7 @@ def test_every_variable_overrides_its_setting(clean_env: pytest.MonkeyPatch) -> 
     assert s.produce_timeout_s == 2.5
     assert s.session_timeout_s == 6.0
     assert s.dlq_max_attempts == 5
+    assert s.fetch_max_wait_ms == 250
 
 
 def test_values_are_stripped(clean_env: pytest.MonkeyPatch) -> None:
@@ -172,6 +176,9 @@ def test_minimums_are_accepted(clean_env: pytest.MonkeyPatch, name: str, value: 
         ("BROKER_SESSION_TIMEOUT_S", "0.5"),
         ("DLQ_MAX_ATTEMPTS", "0"),
         ("DLQ_MAX_ATTEMPTS", "3.5"),
+        ("FETCH_MAX_WAIT_MS", "0"),
+        ("FETCH_MAX_WAIT_MS", "soon"),
+        ("FETCH_MAX_WAIT_MS", "60000"),
     ],
 )
 def test_bad_numbers_raise_settings_error_naming_the_variable(
