@@ -17,6 +17,7 @@ import asyncio
 import logging
 from typing import Awaitable, Sequence
 
+from aiokafka import AIOKafkaProducer
 from faust.types import TP, EventT, StreamT
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -30,6 +31,7 @@ from pipeline.health import retrying
 from pipeline.dead_letters import headers_dict, replay_history
 from pipeline.outcomes import Outcome, encode_outcome
 from pipeline.partitioning import MisroutedTap, check_routing
+from pipeline.produce import send_keyed
 from pipeline.schoolday import local_date
 from pipeline.taps import InvalidTap, Tap, decode_tap
 from tables.counts import count
@@ -51,6 +53,11 @@ async def drop_replayed_copies(taps: list[tuple[EventT, Tap, str]]) -> list[tupl
     for i in copies:
         log.info("tap %s was replayed before; this copy is not counted", taps[i][1].id)
     return [t for i, t in enumerate(taps) if i not in copies]
+
+
+def outcome_producer() -> AIOKafkaProducer:
+    """The aiokafka producer under Faust's: outcomes go out as one record batch per partition."""
+    return app.producer._ensure_producer()  # faust-streaming 0.15: started with the worker
 
 
 def is_replay(event: EventT) -> bool:
@@ -107,13 +114,11 @@ async def decide_taps(events: Sequence[EventT]) -> None:
     ]
     # Outcomes go out while the table is written: one broker round trip less per batch.
     # Nothing is committed before all of it was acknowledged (the gather below).
-    topic = events_topic.get_topic_name()
-    for _, outcome in decided:
-        pending.append(
-            await app.producer.send(
-                topic, outcome.tap.schoolId.encode(), encode_outcome(outcome), None, None, None
-            )
-        )
+    pending += await send_keyed(
+        outcome_producer(),
+        events_topic.get_topic_name(),
+        [(outcome.tap.schoolId.encode(), encode_outcome(outcome)) for _, outcome in decided],
+    )
     await count(decided)
     await asyncio.gather(*pending)
 

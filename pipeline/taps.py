@@ -8,7 +8,7 @@ exactly the rules the ingress applies.
 from __future__ import annotations
 
 import math
-import uuid
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,7 +140,8 @@ def field_errors(
 
 
 def new_tap_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits (uuid4's form without its version bits, a fifth of its cost)."""
+    return os.urandom(16).hex()
 
 
 def tap_from_body(body: Any, *, now_ms: int, max_age_days: int) -> Tap:

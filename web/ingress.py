@@ -21,6 +21,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from pipeline.clients import kafka_producer
+from pipeline.produce import send_keyed
 from pipeline.settings import Settings
 from pipeline.taps import FieldError, InvalidTap, encode_tap, tap_from_body
 from pipeline.topics import ensure_topics
@@ -106,9 +107,8 @@ class Broker:
                 if len(records) == 1:  # the single-tap path: no list, no gather
                     key, value = records[0]
                     await (await self.producer.send(topic, key=key, value=value))
-                else:
-                    futures = [await self.producer.send(topic, key=k, value=v) for k, v in records]
-                    await asyncio.gather(*futures)
+                else:  # a backlog: one record batch per partition
+                    await asyncio.gather(*await send_keyed(self.producer, topic, records))
         except (asyncio.TimeoutError, KafkaError) as exc:
             self._open_circuit(exc)
             raise
