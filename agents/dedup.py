@@ -17,7 +17,6 @@ import asyncio
 import logging
 from typing import Awaitable, Sequence
 
-from aiokafka import AIOKafkaProducer
 from faust.types import TP, EventT, StreamT
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -25,7 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from agents.dead_lettering import dead_letter
 from agents.dedup_store import RedisDedupStore, TapAt
 from agents.rules import in_partition_order
-from pipeline.app import app, events_topic, settings, taps_topic
+from pipeline.app import app, batch_producer, events_topic, settings, taps_topic
 from pipeline.clients import redis_client
 from pipeline.health import retrying
 from pipeline.dead_letters import headers_dict, replay_history
@@ -53,11 +52,6 @@ async def drop_replayed_copies(taps: list[tuple[EventT, Tap, str]]) -> list[tupl
     for i in copies:
         log.info("tap %s was replayed before; this copy is not counted", taps[i][1].id)
     return [t for i, t in enumerate(taps) if i not in copies]
-
-
-def outcome_producer() -> AIOKafkaProducer:
-    """The aiokafka producer under Faust's: outcomes go out as one record batch per partition."""
-    return app.producer._ensure_producer()  # faust-streaming 0.15: started with the worker
 
 
 def is_replay(event: EventT) -> bool:
@@ -115,7 +109,7 @@ async def decide_taps(events: Sequence[EventT]) -> None:
     # Outcomes go out while the table is written: one broker round trip less per batch.
     # Nothing is committed before all of it was acknowledged (the gather below).
     pending += await send_keyed(
-        outcome_producer(),
+        batch_producer(),
         events_topic.get_topic_name(),
         [(outcome.tap.schoolId.encode(), encode_outcome(outcome)) for _, outcome in decided],
     )

@@ -1,18 +1,19 @@
-"""Producing many keyed records at once: one record batch per partition, one future per batch.
+"""Producing many records at once: one record batch per partition, one future per batch.
 
 aiokafka's `send()` costs a partitioner call, an append and a future per
 record, and resolving those futures one by one when the broker answers was the
 largest single cost of a 1,000-tap batch upload (py-spy: a third of the
-ingress's time in `send` and `MessageBatch.done`). Records are grouped here by
-the partition the shared partitioner gives their key (pipeline.partitioning),
-so they land exactly where a per-record `send()` would have put them.
+ingress's time in `send` and `MessageBatch.done`). Keyed records are grouped
+by the partition the shared partitioner gives their key
+(pipeline.partitioning), so they land exactly where a per-record `send()`
+would have put them.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from aiokafka import AIOKafkaProducer
 
@@ -22,15 +23,26 @@ from pipeline.partitioning import partition_of
 async def send_keyed(
     producer: AIOKafkaProducer, topic: str, records: Sequence[tuple[bytes, bytes]]
 ) -> list[asyncio.Future]:
-    """Queue `records` (key, value); the returned futures resolve once the broker acknowledged them all.
-
-    Within a partition the records keep their order. A batch that fills up is
-    sent and a new one started, so any number of records fits.
-    """
+    """Queue `records` (key, value) in their keys' partitions; the futures resolve once all are acknowledged."""
     partitions = sorted(await producer.partitions_for(topic))
+    return await send_to_partitions(
+        producer,
+        topic,
+        ((partitions[partition_of(key, len(partitions))], key, value) for key, value in records),
+    )
+
+
+async def send_to_partitions(
+    producer: AIOKafkaProducer, topic: str, records: Iterable[tuple[int, bytes, bytes]]
+) -> list[asyncio.Future]:
+    """Queue `records` (partition, key, value); within a partition they keep their order.
+
+    A batch that fills up is sent and a new one started, so any number of
+    records fits (a batch's first record always does).
+    """
     by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-    for key, value in records:
-        by_partition[partitions[partition_of(key, len(partitions))]].append((key, value))
+    for partition, key, value in records:
+        by_partition[partition].append((key, value))
     futures: list[asyncio.Future] = []
     for partition, items in by_partition.items():
         batch = producer.create_batch()
@@ -38,7 +50,7 @@ async def send_keyed(
             if batch.append(key=key, value=value, timestamp=None) is None:
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)  # a batch's first record always fits
+                batch.append(key=key, value=value, timestamp=None)
         batch.close()  # exactly these records: a concurrent send() opens a batch of its own
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures
