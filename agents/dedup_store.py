@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -206,9 +207,15 @@ class RedisDedupStore:
         key = b"%s:%s:%04x" % (self._prefix, day.encode(), bucket)
         return StudentSlot(key, fingerprint, day)
 
-    def expire_at(self, day: str) -> int:
-        """Late uploads (up to MAX_TAP_AGE_DAYS) must still find the day's state."""
-        return day_end_epoch(day, self._tz) + self._keep_s
+    def expire_at(self, day: str, now_s: float = 0) -> int:
+        """Late uploads (up to MAX_TAP_AGE_DAYS) must still find the day's state.
+
+        Never sooner than the keep period from `now_s` (the write): a tap of an
+        older day that reached the topic another way (a replay, another
+        producer) would otherwise write state that is gone at once, and the
+        student's next tap of that day would count again.
+        """
+        return max(day_end_epoch(day, self._tz), int(now_s)) + self._keep_s
 
     async def first_deliveries(self, taps: Sequence[tuple[str, int, int]]) -> list[bool]:
         """For replayed records (tap id, partition, offset): False for a second copy of a tap.
@@ -317,8 +324,9 @@ class RedisDedupStore:
     ) -> list[bytes | int | str]:
         marks = [(p, r) for p, r in zip(partitions, marks_raw) if p in decision.nexts]
         expiries: dict[bytes, int] = {}
+        now_s = time.time()
         for s in decision.changed:
-            expiries.setdefault(s.key, self.expire_at(s.day))
+            expiries.setdefault(s.key, self.expire_at(s.day, now_s))
         args: list[bytes | int | str] = [
             self._keep_s, len(marks), len(decision.changed), len(expiries), len(decision.logged),
         ]

@@ -64,6 +64,8 @@ async def dlq_list(self, status: str | None, limit: int) -> None:
         if limit < 1:
             raise ValueError("--limit must be at least 1")
         letters = await dlq.listing(settings, status=status, limit=limit)
+    if not letters:
+        print(f"no dead letters{'' if status is None else f' with status {status}'}")
     for d in letters:
         err = d["error"]
         print(f"{d['_id']}  {d['status']:<9} attempts={d['attempts']}  {err['stage']} {err['type']}: {err['message'][:120]}")

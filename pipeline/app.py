@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer  # noqa: E402
 from pipeline import faust_fixes  # noqa: E402
 from pipeline.partitioning import kafka_partitioner  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
+from web.errors import json_errors  # noqa: E402
 
 settings = Settings.from_env()
 
@@ -47,6 +48,7 @@ app = faust.App(
     # never behind what this worker wrote, and taps not yet sealed are re-read.
     recovery_consistency_check=False,
     autodiscover=False,
+    web_application_options={"middlewares": [json_errors]},
     # How the other workers reach this one's views (default: http://<hostname>:<web port>).
     **({"canonical_url": settings.worker_url} if settings.worker_url else {}),
 )

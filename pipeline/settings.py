@@ -58,7 +58,7 @@ class Settings:
     dlq_replay_cron: str = "0 * * * *"
     worker_url: str = ""
     batch_max_taps: int = 1000
-    batch_max_bytes: int = 2 * 1024 * 1024
+    batch_max_bytes: int = 4 * 1024 * 1024  # 1,000 taps with 2,048-character image URLs fit
     tz: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -99,5 +99,5 @@ class Settings:
             dlq_replay_cron=os.environ.get("DLQ_REPLAY_CRON", "0 * * * *").strip(),
             worker_url=_env("WORKER_URL", ""),
             batch_max_taps=int(_number("INGRESS_BATCH_MAX_TAPS", "1000", int, 1, 100_000)),
-            batch_max_bytes=int(_number("INGRESS_BATCH_MAX_BYTES", str(2 * 1024 * 1024), int, 1024)),
+            batch_max_bytes=int(_number("INGRESS_BATCH_MAX_BYTES", str(4 * 1024 * 1024), int, 1024)),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ FUTURE_SLACK_MS = 5 * 60 * 1000
 DAY_MS = 24 * 3600 * 1000
 TIMESTAMP_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: beyond it there is no calendar day
 SECONDS_LOOK_BELOW = 100_000_000_000  # as milliseconds that is March 1973; as seconds, year 5138
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")  # an id with a NUL or a newline is a broken reader
 DEVICE_FIELDS = ("type", "userId", "schoolId", "timestamp", "temperature", "image")
 
 
@@ -82,6 +84,8 @@ def _check_id(body: dict[str, Any], name: str, errors: list[FieldError]) -> None
         errors.append(FieldError(name, "must be a string"))
     elif not 1 <= len(value) <= ID_MAX:
         errors.append(FieldError(name, f"must be 1 to {ID_MAX} characters"))
+    elif value.isspace() or CONTROL_CHARACTERS.search(value):
+        errors.append(FieldError(name, "must not be blank or hold control characters"))
 
 
 def field_errors(

@@ -9,6 +9,7 @@ answer is the same whichever worker receives the request.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from faust.web import Request, Response, View
@@ -18,10 +19,12 @@ from pipeline.app import app, settings
 from pipeline.health import dependencies
 from pipeline.partitioning import partition_of
 from pipeline.schoolday import parse_day, today
+from pipeline.taps import ID_MAX
 from tables.counts import school_days
 from tables.school_day import detail, ranked, split_key, table_key, totals
 
 MAX_LIMIT = 10_000
+LIMIT_PATTERN = re.compile(r"[0-9]{1,6}")  # ASCII digits only: str.isdigit() also takes '²' and '٣'
 HOP_HEADER = "X-Rollcall-Forwarded"
 PEER_TIMEOUT_S = 5.0
 
@@ -33,9 +36,15 @@ def _day(request: Request) -> str:
 
 def _limit(request: Request) -> int:
     raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ValueError(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
+    if not LIMIT_PATTERN.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {raw[:20]!r}")
     return int(raw)
+
+
+def _school(school_id: str) -> str:
+    if not 1 <= len(school_id) <= ID_MAX:
+        raise ValueError(f"schoolId must be 1 to {ID_MAX} characters, got {len(school_id)}")
+    return school_id
 
 
 def _ident(url: URL) -> tuple[str, int]:
@@ -108,7 +117,7 @@ class Schools(View):
 class School(View):
     async def get(self, request: Request, school_id: str) -> Response:
         try:
-            day = _day(request)
+            day, school_id = _day(request), _school(school_id)
         except ValueError as exc:
             return self.json({"error": str(exc)}, status=400)
         owner = owner_of(school_id)

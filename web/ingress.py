@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from aiokafka.errors import KafkaError
 
 from pipeline.clients import kafka_producer
@@ -25,9 +26,12 @@ from pipeline.produce import send_keyed
 from pipeline.settings import Settings
 from pipeline.taps import FieldError, InvalidTap, encode_tap, tap_from_body
 from pipeline.topics import ensure_topics
+from web.errors import json_errors
 
 log = logging.getLogger("rollcall.ingress")
 MAX_BODY = 64 * 1024
+CONTENT_ENCODINGS = ("identity", "gzip", "deflate")  # what aiohttp decompresses without extras
+BODY_TIMEOUT_S = 10.0  # a body that trickles in slower than this holds a connection for nothing
 RETRY_AFTER_S = "2"
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", "Broker")
@@ -133,28 +137,33 @@ class Broker:
             return
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every error answer is JSON, including aiohttp's own (404, 405, 413)."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400 or exc.content_type == "application/json":
-            raise
-        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return _json({"error": exc.text or exc.reason}, exc.status, allow)
+def _json_error(exc_type: type[web.HTTPException], message: str, **kwargs: Any) -> web.HTTPException:
+    return exc_type(text=orjson.dumps({"error": message}).decode(), content_type="application/json", **kwargs)
 
 
 async def _body(request: web.Request, max_bytes: int = MAX_BODY) -> Any:
     """The JSON body, or an aiohttp error response raised for the caller to return."""
     if request.content_type != "application/json":
-        raise web.HTTPUnsupportedMediaType(
-            text=orjson.dumps({"error": "Content-Type must be application/json"}).decode(),
-            content_type="application/json",
-        )
-    if request.content_length is not None and request.content_length > max_bytes:
+        raise _json_error(web.HTTPUnsupportedMediaType, "Content-Type must be application/json")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
+    if encoding not in CONTENT_ENCODINGS:
+        raise _json_error(web.HTTPUnsupportedMediaType,
+                          f"Content-Encoding must be one of {', '.join(CONTENT_ENCODINGS)}, got {encoding!r}")
+    compressed = encoding != "identity"
+    if not compressed and request.content_length is not None and request.content_length > max_bytes:
         raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=request.content_length)
-    raw = await _read_at_most(request, max_bytes)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            raw = await _read_at_most(request, max_bytes, whole=not compressed)
+    except TimeoutError:
+        raise _json_error(web.HTTPRequestTimeout, f"the body did not arrive within {BODY_TIMEOUT_S:g} s") from None
+    except RequestPayloadError as exc:  # a compressed body that does not decompress
+        raise web.HTTPBadRequest(
+            text=orjson.dumps({"errors": [{"field": "body", "message": f"cannot be read: {exc}"}]}).decode(),
+            content_type="application/json",
+        ) from None
+    except ConnectionResetError:  # the device went away mid-body: nobody to answer, nothing to log
+        raise _json_error(web.HTTPBadRequest, "connection lost while reading the body") from None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -164,9 +173,14 @@ async def _body(request: web.Request, max_bytes: int = MAX_BODY) -> Any:
         ) from None
 
 
-async def _read_at_most(request: web.Request, max_bytes: int) -> bytes:
-    """Read the body, stopping with 413 as soon as it passes `max_bytes` (chunked bodies too)."""
-    if request.content_length is not None:  # already checked against max_bytes by the caller
+async def _read_at_most(request: web.Request, max_bytes: int, *, whole: bool) -> bytes:
+    """Read the body, stopping with 413 as soon as it passes `max_bytes`.
+
+    `whole`: a plain body whose length the caller already checked is read at
+    once. Chunked and compressed bodies are counted as they arrive,
+    decompressed, so a small gzip cannot carry a large tap past the limit.
+    """
+    if whole and request.content_length is not None:
         return await request.read()
     chunks, size = [], 0
     async for chunk in request.content.iter_chunked(64 * 1024):

@@ -156,6 +156,14 @@ def test_expiry_outlives_the_latest_accepted_upload() -> None:
     assert store().expire_at("2026-03-10") > day_end + max_age_s
 
 
+def test_state_written_for_an_old_day_is_kept_from_the_write_on() -> None:
+    """A tap of a day long past (a replay, another producer) must not write state that is gone at once."""
+    now = epoch_s("2026-12-04T09:00:00+00:00")
+    assert store().expire_at("2026-03-10", now) == now + 8 * 86400
+    assert store().expire_at("1970-01-01", now) == now + 8 * 86400
+    assert store().expire_at("2026-12-04", now) == epoch_s("2026-12-04T18:30:00+00:00") + 8 * 86400
+
+
 @pytest.mark.parametrize("max_age_days", [1, 7, 30])
 def test_the_agents_store_keeps_state_as_long_as_taps_are_accepted(max_age_days: int) -> None:
     """MAX_TAP_AGE_DAYS=30 must not leave a 9-day-old check-in to find its day forgotten."""

@@ -61,6 +61,20 @@ def test_a_batch_is_decided_in_order_and_stored_as_integer_sets(stack: RunningSt
     with_store(stack, body)
 
 
+def test_an_old_days_state_outlives_its_write_so_a_student_counts_once(stack: RunningStack) -> None:
+    """Taps of 1970 (another producer's) in two batches: the second check-in is a duplicate."""
+    async def body(store: RedisDedupStore, client: Any) -> None:
+        old = "1970-01-01"
+        first = [TapAt(store.slot("SCH-1", "u", old), "checkin", 0, 0)]
+        again = [TapAt(store.slot("SCH-1", "u", old), "checkin", 0, 1),
+                 TapAt(store.slot("SCH-1", "u", old), "checkin", 0, 2)]
+        assert await store.decide(first, topic=TOPIC) == [None]
+        assert await client.ttl(first[0].slot.key) > 7 * 86400
+        assert await store.decide(again, topic=TOPIC) == [DUPLICATE_CHECKIN, DUPLICATE_CHECKIN]
+
+    with_store(stack, body)
+
+
 def test_a_batch_read_again_gets_the_same_answers_and_changes_nothing(stack: RunningStack) -> None:
     async def body(store: RedisDedupStore, client: Any) -> None:
         spec = [("a", "checkout", 10), ("a", "checkin", 11), ("a", "checkout", 12), ("b", "checkin", 13)]

@@ -67,5 +67,10 @@ def test_see_fix_and_replay_a_dead_letter_from_the_cli(stack: RunningStack) -> N
     assert out.returncode == 0 and "replayed 1 dead letters" in out.stdout, out.stderr
     day = local_date(ts, ZoneInfo(TEST_TZ))
     assert wait_for(lambda: stack.school(school, day), lambda s: s["checkins"] == 1)["checkins"] == 1
-    bad = faust(stack, "dlq-fix", "--id", "no-such-id", "--value", "{}")
+    bad = faust(stack, "dlq-fix", "--id", "no-such-id", "--value", orjson.dumps(fixed).decode())
     assert bad.returncode == 2 and "no dead letter" in bad.stderr
+    still_broken = faust(stack, "dlq-fix", "--id", record_id, "--value", '{"x": 1}')
+    assert still_broken.returncode == 2 and "not a valid tap record" in still_broken.stderr
+    assert "type: is required" in still_broken.stderr
+    empty = faust(stack, "dlq-list", "--status", "failed", db=f"empty_{uuid.uuid4().hex[:8]}")
+    assert empty.returncode == 0 and empty.stdout.strip() == "no dead letters with status failed"

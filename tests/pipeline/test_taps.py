@@ -88,6 +88,12 @@ def test_ids_outside_1_to_64_characters_are_rejected(name: str, value: str) -> N
 
 
 @pytest.mark.parametrize("name", ["userId", "schoolId"])
+@pytest.mark.parametrize("value", [" ", "   ", "\t", "a\x00b", "line\nbreak", "del\x7f"])
+def test_blank_ids_and_control_characters_are_rejected(name: str, value: str) -> None:
+    assert errors_of(body(**{name: value})) == [(name, "must not be blank or hold control characters")]
+
+
+@pytest.mark.parametrize("name", ["userId", "schoolId"])
 @pytest.mark.parametrize("value", [123, 0, None, True, 1.5, ["abc"], {"id": "abc"}])
 def test_ids_must_be_strings(name: str, value: Any) -> None:
     assert errors_of(body(**{name: value})) == [(name, "must be a string")]

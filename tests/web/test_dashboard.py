@@ -43,7 +43,10 @@ def test_unknown_school_is_all_zeros(stack: RunningStack) -> None:
     assert (body["checkins"], body["checkouts"], body["present"], body["hours"]) == (0, 0, 0, [])
 
 
-@pytest.mark.parametrize("query", [{"date": "yesterday"}, {"date": "2026-13-01"}, {"limit": "0"}, {"limit": "x"}])
+@pytest.mark.parametrize("query", [
+    {"date": "yesterday"}, {"date": "2026-13-01"}, {"limit": "0"}, {"limit": "x"}, {"limit": "10001"},
+    {"limit": "\u00b2"}, {"limit": "\u0663"}, {"limit": "9" * 5000}, {"limit": "-1"},
+])
 def test_bad_query_is_400_with_a_message(stack: RunningStack, query: dict) -> None:
     resp = stack.http.get(f"{stack.web_url}/schools/", params=query)
     assert resp.status_code == 400 and resp.json()["error"]
@@ -52,6 +55,18 @@ def test_bad_query_is_400_with_a_message(stack: RunningStack, query: dict) -> No
 def test_bad_date_on_one_school_is_400(stack: RunningStack) -> None:
     resp = stack.http.get(f"{stack.web_url}/schools/x/", params={"date": "3 May"})
     assert resp.status_code == 400
+
+
+def test_overlong_school_id_is_400(stack: RunningStack) -> None:
+    resp = stack.http.get(f"{stack.web_url}/schools/{'x' * 65}/")
+    assert resp.status_code == 400 and "schoolId" in resp.json()["error"]
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/nope"), ("GET", "/schools"), ("POST", "/schools/")])
+def test_unknown_routes_and_methods_answer_json(stack: RunningStack, method: str, path: str) -> None:
+    resp = stack.http.request(method, f"{stack.web_url}{path}", timeout=10)
+    assert resp.status_code in (404, 405)
+    assert resp.headers["Content-Type"].startswith("application/json") and resp.json()["error"]
 
 
 def test_health_reports_connections(stack: RunningStack) -> None:

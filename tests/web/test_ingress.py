@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
+import socket
 import time
 from datetime import date
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -72,6 +76,52 @@ def test_oversized_chunked_body_is_413(stack: RunningStack) -> None:
     resp = stack.http.post(f"{stack.ingress_url}/attendances", data=chunks(),
                            headers={"Content-Type": "application/json"}, timeout=10)
     assert resp.status_code == 413
+
+
+def post_raw(stack: RunningStack, raw: bytes, **headers: str) -> requests.Response:
+    return stack.http.post(f"{stack.ingress_url}/attendances", data=raw,
+                           headers={"Content-Type": "application/json", **headers}, timeout=20)
+
+
+def test_gzip_body_is_accepted(stack: RunningStack) -> None:
+    raw = gzip.compress(json.dumps(tap("checkin", new_student(), new_school())).encode())
+    assert post_raw(stack, raw, **{"Content-Encoding": "gzip"}).status_code == 202
+
+
+def test_compressed_body_that_does_not_decompress_is_400(stack: RunningStack) -> None:
+    resp = post_raw(stack, b"not gzip at all", **{"Content-Encoding": "gzip"})
+    assert resp.status_code == 400
+    assert resp.json()["errors"][0]["field"] == "body"
+
+
+def test_the_size_limit_holds_for_the_decompressed_body(stack: RunningStack) -> None:
+    body = tap("checkin", new_student(), new_school())
+    body["image"] = "x" * (1024 * 1024)  # 1 MiB of tap in about a kilobyte of gzip
+    raw = gzip.compress(json.dumps(body).encode())
+    assert len(raw) < 4096
+    resp = post_raw(stack, raw, **{"Content-Encoding": "gzip"})
+    assert resp.status_code == 413
+    assert "65536" in resp.json()["error"]
+
+
+def test_unknown_content_encoding_is_415(stack: RunningStack) -> None:
+    raw = json.dumps(tap("checkin", new_student(), new_school())).encode()
+    resp = post_raw(stack, raw, **{"Content-Encoding": "bogus"})
+    assert resp.status_code == 415
+    assert "Content-Encoding" in resp.json()["error"]
+
+
+def test_a_body_that_never_finishes_is_answered_408(stack: RunningStack) -> None:
+    """A device (or attacker) that promises 500 bytes and sends 10 does not hold the connection forever."""
+    url = urlsplit(stack.ingress_url)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as conn:
+        conn.sendall(b"POST /attendances HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 500\r\n\r\n{\"type\": \"c")
+        started = time.monotonic()
+        answer = conn.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"error"' in answer
+    assert time.monotonic() - started < 25
 
 
 @pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", None])
@@ -180,8 +230,11 @@ def test_batch_that_is_not_a_non_empty_array_is_400(stack: RunningStack, body: o
 def test_batch_over_the_tap_limit_is_400_and_over_the_size_limit_413(stack: RunningStack) -> None:
     one = tap("checkin", new_student(), new_school())
     assert batch(stack, [one] * 1001).status_code == 400
-    huge = [{**one, "image": "x" * 2048}] * 1000  # about 2.2 MB
-    assert batch(stack, huge).status_code == 413
+    full = [{**tap("checkin", new_student(), new_school()), "image": "x" * 2048} for _ in range(1000)]
+    assert batch(stack, full).status_code == 202  # a full backlog at the longest image URL: about 2.3 MB
+    huge = [{**one, "image": "\u00e9" * 2048}] * 1000  # escaped as \u00e9: about 12 MB
+    resp = batch(stack, huge)
+    assert resp.status_code == 413 and "4194304" in resp.json()["error"]
 
 
 def test_batch_needs_json_content_type(stack: RunningStack) -> None:
