@@ -153,8 +153,13 @@ async def _body(request: web.Request, max_bytes: int = MAX_BODY) -> Any:
     if not compressed and request.content_length is not None and request.content_length > max_bytes:
         raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=request.content_length)
     try:
-        async with asyncio.timeout(BODY_TIMEOUT_S):
-            raw = await _read_at_most(request, max_bytes, whole=not compressed)
+        if not compressed and request.content.is_eof():  # all of it arrived with the headers: no timer
+            raw = await request.read()
+            if len(raw) > max_bytes:
+                raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=len(raw))
+        else:
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                raw = await _read_at_most(request, max_bytes, whole=not compressed)
     except TimeoutError:
         raise _json_error(web.HTTPRequestTimeout, f"the body did not arrive within {BODY_TIMEOUT_S:g} s") from None
     except RequestPayloadError as exc:  # a compressed body that does not decompress
