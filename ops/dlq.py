@@ -51,6 +51,16 @@ def replay_query(settings: Settings, *, statuses: Sequence[str], error_type: str
     return query
 
 
+# Replay in the order the records had on the topic: a student's check-in before their
+# check-out. The _id ("attendance-taps:3:100") is text, which would put offset 100 before 99.
+TOPIC_ORDER = [("partition", 1), ("offset", 1)]
+
+
+def after(partition: int, offset: int) -> dict[str, Any]:
+    """The records after (partition, offset) in TOPIC_ORDER: the next page, whatever was marked meanwhile."""
+    return {"$or": [{"partition": {"$gt": partition}}, {"partition": partition, "offset": {"$gt": offset}}]}
+
+
 async def replay(
     settings: Settings,
     *,
@@ -71,14 +81,14 @@ async def replay(
     total = min(total, limit) if limit is not None else total
     bar = Progress(total, "replaying dead letters") if progress else None
     done = batches = 0
-    last_id: str | None = None
+    last: tuple[int, int] | None = None  # (partition, offset) of the last one replayed
     try:
         while done < total:
             page = dict(query)
-            if last_id is not None:
-                page["$and"] = [{"_id": {"$gt": last_id}}]
+            if last is not None:
+                page["$and"] = [after(*last)]
             size = min(settings.replay_batch, total - done)
-            docs = await letters.find(page).sort("_id", 1).limit(size).to_list(None)
+            docs = await letters.find(page).sort(TOPIC_ORDER).limit(size).to_list(None)
             if not docs:
                 break
             batch_ids = [d["_id"] for d in docs]
@@ -104,7 +114,7 @@ async def replay(
             )
             done += len(docs)
             batches += 1
-            last_id = batch_ids[-1]
+            last = (int(docs[-1]["partition"]), int(docs[-1]["offset"]))
             if bar:
                 bar.advance(len(docs))
     finally:
@@ -149,6 +159,6 @@ async def listing(settings: Settings, *, status: str | None, limit: int) -> list
     try:
         query = {"status": status} if status else {}
         cursor = mongo[settings.mongo_db].dead_letters.find(query, {"value": 0, "key": 0})
-        return await cursor.sort("_id", 1).limit(limit).to_list(None)
+        return await cursor.sort([("topic", 1), *TOPIC_ORDER]).limit(limit).to_list(None)
     finally:
         await mongo.close()

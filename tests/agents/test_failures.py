@@ -37,7 +37,8 @@ def mongo(stack: RunningStack) -> Any:
 
 
 def letters_for(stack: RunningStack, key: bytes) -> list[dict]:
-    return list(mongo(stack).dead_letters.find({"keyText": key.decode()}).sort("_id", 1))
+    """In topic order (the _id is text: "...:3:100" sorts before "...:3:99")."""
+    return list(mongo(stack).dead_letters.find({"keyText": key.decode()}).sort([("partition", 1), ("offset", 1)]))
 
 
 def record(body: dict, tap_id: str | None = None) -> tuple[bytes, bytes]:
