@@ -67,7 +67,7 @@ def raw_topic(name: str) -> faust.TopicT:
 
 def batch_producer() -> AIOKafkaProducer:
     """The aiokafka producer under Faust's (started with the worker), for whole record batches
-    (pipeline.produce): outcomes and table changelogs go out one batch per partition."""
+    (pipeline.produce): the outcomes go out one batch per partition."""
     return app.producer._ensure_producer()
 
 
