@@ -24,13 +24,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from agents.dead_lettering import dead_letter
 from agents.dedup_store import RedisDedupStore, TapAt
 from agents.rules import in_partition_order
-from pipeline.app import app, batch_producer, events_topic, settings, taps_topic
+from pipeline.app import app, events_topic, settings, taps_topic
 from pipeline.clients import redis_client
 from pipeline.health import retrying
 from pipeline.dead_letters import headers_dict, replay_history
 from pipeline.outcomes import Outcome, encode_outcome
 from pipeline.partitioning import MisroutedTap, check_routing
-from pipeline.produce import send_keyed
 from pipeline.schoolday import local_date
 from pipeline.taps import InvalidTap, Tap, decode_tap
 from tables.counts import count
@@ -108,11 +107,13 @@ async def decide_taps(events: Sequence[EventT]) -> None:
     ]
     # Outcomes go out while the table is written: one broker round trip less per batch.
     # Nothing is committed before all of it was acknowledged (the gather below).
-    pending += await send_keyed(
-        batch_producer(),
-        events_topic.get_topic_name(),
-        [(outcome.tap.schoolId.encode(), encode_outcome(outcome)) for _, outcome in decided],
-    )
+    topic = events_topic.get_topic_name()
+    for _, outcome in decided:
+        pending.append(
+            await app.producer.send(
+                topic, outcome.tap.schoolId.encode(), encode_outcome(outcome), None, None, None
+            )
+        )
     await count(decided)
     await asyncio.gather(*pending)
 

@@ -16,7 +16,6 @@ import mode.loop
 mode.loop.use("uvloop")
 
 import faust  # noqa: E402
-from aiokafka import AIOKafkaProducer  # noqa: E402
 
 from pipeline import faust_fixes  # noqa: E402
 from pipeline.partitioning import kafka_partitioner  # noqa: E402
@@ -63,12 +62,6 @@ def raw_topic(name: str) -> faust.TopicT:
         partitions=settings.topic_partitions,
         internal=True,  # Faust creates it with TOPIC_PARTITIONS if missing
     )
-
-
-def batch_producer() -> AIOKafkaProducer:
-    """The aiokafka producer under Faust's (started with the worker), for whole record batches
-    (pipeline.produce): the outcomes go out one batch per partition."""
-    return app.producer._ensure_producer()
 
 
 taps_topic = raw_topic(settings.taps_topic)

@@ -48,7 +48,7 @@ async def count(decided: Iterable[tuple[EventT, Outcome]]) -> None:
     buffer that Faust's `flush()` may leave undrained (it gives up after 0.1 s
     without progress): the seal below must be the only record of its batch.
     They go through Faust's per-record path on purpose: sending them as one
-    record batch per partition (as the outcomes are) was measured faster, but
+    record batch per partition (pipeline.produce) was measured faster, but
     the crash harness then lost counts after SIGKILLs and a rebalance (two runs
     of two, 9 counters short), so it was taken back until that is understood.
     """
