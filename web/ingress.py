@@ -162,9 +162,10 @@ async def _body(request: web.Request, max_bytes: int = MAX_BODY) -> Any:
                 raw = await _read_at_most(request, max_bytes, whole=not compressed)
     except TimeoutError:
         raise _json_error(web.HTTPRequestTimeout, f"the body did not arrive within {BODY_TIMEOUT_S:g} s") from None
-    except RequestPayloadError as exc:  # a compressed body that does not decompress
+    except RequestPayloadError:  # a compressed body that does not decompress
+        message = f"does not decompress as Content-Encoding {encoding}"
         raise web.HTTPBadRequest(
-            text=orjson.dumps({"errors": [{"field": "body", "message": f"cannot be read: {exc}"}]}).decode(),
+            text=orjson.dumps({"errors": [{"field": "body", "message": message}]}).decode(),
             content_type="application/json",
         ) from None
     except ConnectionResetError:  # the device went away mid-body: nobody to answer, nothing to log
