@@ -325,8 +325,12 @@ class RedisDedupStore:
         marks = [(p, r) for p, r in zip(partitions, marks_raw) if p in decision.nexts]
         expiries: dict[bytes, int] = {}
         now_s = time.time()
+        by_day: dict[str, int] = {}  # one calendar computation per day, not per student
         for s in decision.changed:
-            expiries.setdefault(s.key, self.expire_at(s.day, now_s))
+            if s.key not in expiries:
+                if s.day not in by_day:
+                    by_day[s.day] = self.expire_at(s.day, now_s)
+                expiries[s.key] = by_day[s.day]
         args: list[bytes | int | str] = [
             self._keep_s, len(marks), len(decision.changed), len(expiries), len(decision.logged),
         ]

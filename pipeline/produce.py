@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from aiokafka import AIOKafkaProducer
 
@@ -23,26 +23,16 @@ from pipeline.partitioning import partition_of
 async def send_keyed(
     producer: AIOKafkaProducer, topic: str, records: Sequence[tuple[bytes, bytes]]
 ) -> list[asyncio.Future]:
-    """Queue `records` (key, value) in their keys' partitions; the futures resolve once all are acknowledged."""
-    partitions = sorted(await producer.partitions_for(topic))
-    return await send_to_partitions(
-        producer,
-        topic,
-        ((partitions[partition_of(key, len(partitions))], key, value) for key, value in records),
-    )
+    """Queue `records` (key, value) in their keys' partitions; the futures resolve once all are acknowledged.
 
-
-async def send_to_partitions(
-    producer: AIOKafkaProducer, topic: str, records: Iterable[tuple[int, bytes, bytes]]
-) -> list[asyncio.Future]:
-    """Queue `records` (partition, key, value); within a partition they keep their order.
-
-    A batch that fills up is sent and a new one started, so any number of
-    records fits (a batch's first record always does).
+    Within a partition the records keep their order. A batch that fills up is
+    sent and a new one started, so any number of records fits (a batch's first
+    record always does).
     """
+    partitions = sorted(await producer.partitions_for(topic))
     by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-    for partition, key, value in records:
-        by_partition[partition].append((key, value))
+    for key, value in records:
+        by_partition[partitions[partition_of(key, len(partitions))]].append((key, value))
     futures: list[asyncio.Future] = []
     for partition, items in by_partition.items():
         batch = producer.create_batch()

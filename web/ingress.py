@@ -137,8 +137,16 @@ class Broker:
             return
 
 
-def _json_error(exc_type: type[web.HTTPException], message: str, **kwargs: Any) -> web.HTTPException:
-    return exc_type(text=orjson.dumps({"error": message}).decode(), content_type="application/json", **kwargs)
+def _body_error(message: str) -> web.HTTPException:
+    """A 400 in the device API's field-error form, for the body as a whole."""
+    return web.HTTPBadRequest(
+        text=orjson.dumps({"errors": [FieldError("body", message).as_json()]}).decode(),
+        content_type="application/json",
+    )
+
+
+def _json_error(exc_type: type[web.HTTPException], message: str) -> web.HTTPException:
+    return exc_type(text=orjson.dumps({"error": message}).decode(), content_type="application/json")
 
 
 async def _body(request: web.Request, max_bytes: int = MAX_BODY) -> Any:
@@ -163,20 +171,13 @@ async def _body(request: web.Request, max_bytes: int = MAX_BODY) -> Any:
     except TimeoutError:
         raise _json_error(web.HTTPRequestTimeout, f"the body did not arrive within {BODY_TIMEOUT_S:g} s") from None
     except RequestPayloadError:  # a compressed body that does not decompress
-        message = f"does not decompress as Content-Encoding {encoding}"
-        raise web.HTTPBadRequest(
-            text=orjson.dumps({"errors": [{"field": "body", "message": message}]}).decode(),
-            content_type="application/json",
-        ) from None
+        raise _body_error(f"does not decompress as Content-Encoding {encoding}") from None
     except ConnectionResetError:  # the device went away mid-body: nobody to answer, nothing to log
         raise _json_error(web.HTTPBadRequest, "connection lost while reading the body") from None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise web.HTTPBadRequest(
-            text=orjson.dumps({"errors": [{"field": "body", "message": f"malformed JSON: {exc}"}]}).decode(),
-            content_type="application/json",
-        ) from None
+        raise _body_error(f"malformed JSON: {exc}") from None
 
 
 async def _read_at_most(request: web.Request, max_bytes: int, *, whole: bool) -> bytes:
